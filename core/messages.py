@@ -1,0 +1,85 @@
+"""Frozen messages that cross actor boundaries. Pixels never travel in them by value: a frame is an
+object-store reference (`FrameRef.ref`), the aligned crops of a frame's faces are another."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRef:
+    """One captured frame. `ref` is a Ray ObjectRef to an HxWx3 RGB uint8 array; core never
+    imports Ray, so it is typed Any here."""
+
+    stream: str
+    seq: int
+    t_capture: float
+    shape: tuple[int, int, int]
+    ref: Any
+
+
+@dataclass(frozen=True, slots=True)
+class FaceBoxes:
+    """Faces found in one image: boxes [x1, y1, x2, y2], scores, and the 5 landmarks used for
+    alignment (x, y in image pixels)."""
+
+    boxes: np.ndarray  # (N, 4) float32
+    scores: np.ndarray  # (N,) float32
+    landmarks: np.ndarray  # (N, 5, 2) float32
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @staticmethod
+    def empty() -> FaceBoxes:
+        return FaceBoxes(
+            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FaceCrops:
+    """Aligned crops of every face of one frame, one stacked uint8 array per crop spec
+    (key from `CropSpec.key`), face i at index i of each array."""
+
+    chips: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.chips.values()))) if self.chips else 0
+
+    def take(self, indices: list[int]) -> FaceCrops:
+        return FaceCrops({k: v[indices] for k, v in self.chips.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class AgeEstimates:
+    ages: np.ndarray  # (N,) expected value in years
+    posteriors: np.ndarray  # (N, bins)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassScores:
+    """Class probabilities for a batch (gender, expression, any user classifier)."""
+
+    labels: tuple[str, ...]
+    probs: np.ndarray  # (N, K)
+
+    def best(self, i: int) -> tuple[str, float]:
+        k = int(np.argmax(self.probs[i]))
+        return self.labels[k], float(self.probs[i, k])
+
+    def as_dict(self, i: int) -> dict[str, float]:
+        return {label: float(p) for label, p in zip(self.labels, self.probs[i])}
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    vectors: np.ndarray  # (N, D) float32, L2-normalised
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityMatch:
+    name: str
+    distance: float
