@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+
+from core.fusion import FusionConfig, TrackFusion
+
+AGE_BINS = np.array([0.25, *range(1, 81)], dtype=float)
+GENDERS = ("female", "male")
+EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def fusion(**overrides) -> TrackFusion:
+    return TrackFusion(FusionConfig(**overrides), AGE_BINS, GENDERS, EXPRESSIONS)
+
+
+def noisy_age_posterior(rng: np.random.Generator, true_age: float) -> np.ndarray:
+    """A peaked posterior around a guess that is off by several years, as single frames are."""
+    guess = true_age + rng.normal(0.0, 6.0)
+    posterior = np.exp(-0.5 * ((AGE_BINS - guess) / 4.0) ** 2) + rng.uniform(0.0, 0.02, len(AGE_BINS))
+    return posterior / posterior.sum()
+
+
+def test_nothing_observed_gives_nothing():
+    snap = fusion().snapshot()
+    assert (snap.age, snap.gender, snap.expression, snap.identity) == (None, None, None, None)
+    assert not snap.age_gender_converged
+    assert snap.observations.age == snap.observations.identity == 0
+
+
+def test_age_converges_to_the_true_age_and_reports_convergence():
+    rng = np.random.default_rng(1)
+    track = fusion()
+    converged_after = None
+    for n in range(1, 41):
+        track.add_age(noisy_age_posterior(rng, 37.0))
+        track.add_gender(np.array([0.2, 0.8]))
+        if converged_after is None and track.snapshot().age_gender_converged:
+            converged_after = n
+    snap = track.snapshot()
+    assert abs(snap.age - 37.0) < 2.5
+    assert snap.age_posterior.shape == (81,) and snap.age_posterior.sum() == pytest.approx(1.0)
+    assert converged_after is not None and 5 <= converged_after <= 30
+    assert snap.observations.age == 40
+
+
+def test_gender_converges_to_the_right_label_with_noisy_inputs():
+    rng = np.random.default_rng(2)
+    track = fusion()
+    for _ in range(30):
+        # mostly right but weak, and a third of the frames confidently wrong
+        p_male = rng.uniform(0.05, 0.3) if rng.random() < 0.33 else rng.uniform(0.6, 0.95)
+        track.add_gender(np.array([1 - p_male, p_male]))
+    snap = track.snapshot()
+    assert snap.gender == "male" and 0.5 < snap.gender_score < 0.8
+
+
+def test_flip_flopping_gender_is_not_converged():
+    track = fusion()
+    for i in range(30):
+        track.add_age(np.eye(81)[30])  # a steady age: only gender holds convergence back
+        track.add_gender(np.array([0.9, 0.1]) if i % 2 else np.array([0.1, 0.9]))
+    assert not track.snapshot().age_gender_converged
+
+
+def test_expression_converges_with_noisy_inputs_and_follows_a_change():
+    rng = np.random.default_rng(3)
+    track = fusion(expression_alpha=0.3)
+
+    def frame(label: str) -> np.ndarray:
+        probs = rng.dirichlet(np.ones(len(EXPRESSIONS)))
+        probs[EXPRESSIONS.index(label)] += 0.6
+        return probs / probs.sum()
+
+    for _ in range(20):
+        track.add_expression(frame("happy"))
+    snap = track.snapshot()
+    assert snap.expression == "happy"
+    assert sum(snap.expression_scores.values()) == pytest.approx(1.0)
+    for _ in range(10):
+        track.add_expression(frame("surprise"))
+    assert track.snapshot().expression == "surprise"
+
+
+def test_identity_vote_picks_the_recurring_name_under_the_threshold():
+    track = fusion(identity_window=7, identity_max_distance=0.6)
+    for name, distance in [("obama", 0.41), ("biden", 0.58), ("obama", 0.45), ("obama", 0.72),
+                           ("kit_harington", 0.55), ("obama", 0.38)]:
+        track.add_identity(name, distance)
+    snap = track.snapshot()
+    assert snap.identity == "obama"
+    assert snap.identity_distance == pytest.approx((0.41 + 0.45 + 0.38) / 3)
+
+
+def test_identity_is_unknown_when_no_vote_wins():
+    far = fusion()
+    for distance in (0.63, 0.65, 0.62):
+        far.add_identity("biden", distance)
+    tied = fusion()
+    tied.add_identity("obama", 0.4)
+    tied.add_identity("biden", 0.4)
+    empty_gallery = fusion()
+    empty_gallery.add_identity(None, float("inf"))
+    for track in (far, tied, empty_gallery):
+        assert track.snapshot().identity is None and track.snapshot().identity_distance is None
+
+
+def test_identity_window_forgets_old_matches():
+    track = fusion(identity_window=3)
+    for _ in range(3):
+        track.add_identity("biden", 0.5)
+    for _ in range(3):
+        track.add_identity("obama", 0.5)
+    assert track.snapshot().identity == "obama"
+    assert track.snapshot().observations.identity == 6

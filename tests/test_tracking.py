@@ -1,0 +1,227 @@
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from core.tracking import UNCONFIRMED, Tracker, TrackerConfig
+
+FPS = 25.0
+GT_FILE = Path(__file__).parent / "media" / "video" / "crossing_faces.gt.txt"
+
+
+def box(cx: float, cy: float, size: float = 40.0) -> list[float]:
+    return [cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2]
+
+
+def feed(tracker: Tracker, frame: int, boxes: list[list[float]]):
+    return tracker.update(frame / FPS, np.array(boxes, float).reshape(-1, 4), np.full(len(boxes), 0.9))
+
+
+def test_a_track_shows_its_id_only_once_confirmed():
+    tracker = Tracker(TrackerConfig(confirm_hits=3))
+    first = feed(tracker, 0, [box(100, 100)])
+    second = feed(tracker, 1, [box(102, 100)])
+    third = feed(tracker, 2, [box(104, 100)])
+    assert first.track_ids == second.track_ids == (UNCONFIRMED,)
+    assert third.track_ids == (1,) and third.started == (1,)
+
+
+def test_a_one_frame_false_detection_never_gets_an_id():
+    tracker = Tracker()
+    feed(tracker, 0, [box(300, 300)])
+    updates = [feed(tracker, f, []) for f in range(1, 5)]
+    assert all(not u.started and not u.ended for u in updates)
+    assert feed(tracker, 5, [box(100, 100)]).track_ids == (UNCONFIRMED,)
+
+
+def ids_of_two_crossing_faces(boxes_a, boxes_b) -> tuple[set[int], set[int]]:
+    """Feeds both faces (None where hidden) in a random order per frame, as a detector lists
+    them, and collects the ids each was given once confirmed."""
+    rng = np.random.default_rng(0)
+    tracker = Tracker()
+    ids: tuple[set[int], set[int]] = (set(), set())
+    for f, pair in enumerate(zip(boxes_a, boxes_b)):
+        shown = [(face, b) for face, b in enumerate(pair) if b is not None]
+        order = rng.permutation(len(shown))
+        update = feed(tracker, f, [shown[k][1] for k in order])
+        for k, track_id in zip(order, update.track_ids):
+            if f >= 2:
+                ids[shown[k][0]].add(track_id)
+    return ids
+
+
+def test_crossing_faces_keep_their_ids():
+    # A walks right, B walks left on nearly the same line; B is behind A for ten frames and
+    # comes out 60 px from where it went in: only its predicted motion leads back to it.
+    xs_a = [100 + 6 * f for f in range(60)]
+    xs_b = [460 - 6 * f for f in range(60)]
+    ids_a, ids_b = ids_of_two_crossing_faces(
+        [box(x, 200) for x in xs_a],
+        [None if abs(xb - xa) < 60 else box(xb, 206) for xa, xb in zip(xs_a, xs_b)],
+    )
+    assert len(ids_a) == 1 and len(ids_b) == 1 and ids_a != ids_b
+
+
+def test_faces_missed_while_they_overlap_keep_their_ids():
+    # The detector loses both faces where they overlap and finds them again once each has passed
+    # where the other was last seen: nearest-position matching would swap them.
+    xs_a = [100 + 6 * f for f in range(60)]
+    xs_b = [460 - 6 * f for f in range(60)]
+    overlapping = [abs(xb - xa) < 40 for xa, xb in zip(xs_a, xs_b)]
+    ids_a, ids_b = ids_of_two_crossing_faces(
+        [None if o else box(x, 200) for x, o in zip(xs_a, overlapping)],
+        [None if o else box(x, 203) for x, o in zip(xs_b, overlapping)],
+    )
+    assert len(ids_a) == 1 and len(ids_b) == 1 and ids_a != ids_b
+
+
+def test_crossing_faces_of_different_sizes_keep_their_ids():
+    ids_near, ids_far = ids_of_two_crossing_faces(
+        [box(80 + 7 * f, 240, 60) for f in range(60)], [box(480 - 7 * f, 230, 34) for f in range(60)]
+    )
+    assert len(ids_near) == 1 and len(ids_far) == 1 and ids_near != ids_far
+
+
+def test_a_face_hidden_for_ten_frames_keeps_its_id():
+    tracker = Tracker()
+    ids = set()
+    for f in range(40):
+        hidden = 15 <= f < 25
+        update = feed(tracker, f, [] if hidden else [box(100 + 5 * f, 200)])
+        assert not update.ended
+        if f >= 2 and not hidden:
+            ids.add(update.track_ids[0])
+    assert ids == {1}
+
+
+def test_a_lost_face_that_comes_back_where_it_left_gets_its_id_back():
+    tracker = Tracker(TrackerConfig(coast_s=0.4, reid_window_s=2.0))
+    for f in range(10):
+        feed(tracker, f, [box(200, 200)])
+    events = [feed(tracker, f, []) for f in range(10, 40)]  # 1.2 s away: lost, not ended
+    assert [u.lost for u in events if u.lost] == [(1,)]
+    back = feed(tracker, 40, [box(205, 203)])
+    assert back.track_ids == (1,) and back.recovered == (1,)
+
+
+def test_a_face_gone_longer_than_the_reid_window_ends_and_a_newcomer_gets_a_new_id():
+    tracker = Tracker(TrackerConfig(reid_window_s=1.0))
+    for f in range(10):
+        feed(tracker, f, [box(200, 200)])
+    ended = [e for f in range(10, 40) for e in feed(tracker, f, []).ended]
+    assert [e.track_id for e in ended] == [1] and ended[0].hits == 10
+    updates = [feed(tracker, f, [box(200, 200)]) for f in range(40, 43)]
+    assert updates[-1].started == (2,)
+
+
+def test_the_appearance_check_keeps_a_stranger_from_taking_a_lost_id():
+    rng = np.random.default_rng(0)
+    known, stranger = (v / np.linalg.norm(v) for v in rng.normal(size=(2, 128)))
+    tracker = Tracker(TrackerConfig(coast_s=0.2))
+    for f in range(10):
+        feed(tracker, f, [box(200, 200)])
+    tracker.set_embedding(1, known)
+    for f in range(10, 20):
+        feed(tracker, f, [])
+    scores = np.array([0.9])
+    other = tracker.update(20 / FPS, np.array([box(200, 200)]), scores, [stranger])
+    assert other.track_ids == (UNCONFIRMED,) and not other.recovered
+    same = tracker.update(21 / FPS, np.array([box(200, 200), box(203, 201)]), np.full(2, 0.9),
+                          [stranger, known])
+    assert same.track_ids == (UNCONFIRMED, 1)
+
+
+def test_assignment_is_global_not_greedy():
+    # Both faces jump right. The cheapest single pair is track 2 with the left detection, which
+    # a greedy loop takes first, leaving track 1 nothing within its gate; the optimal assignment
+    # keeps both.
+    tracker = Tracker()
+    for f in range(5):
+        feed(tracker, f, [box(100, 100), box(140, 100)])
+    update = feed(tracker, 5, [box(125, 100), box(165, 100)])
+    assert update.track_ids == (1, 2)
+
+
+def test_weak_detections_continue_tracks_but_do_not_start_them():
+    tracker = Tracker(TrackerConfig(min_start_score=0.5))
+    for f in range(3):
+        feed(tracker, f, [box(100, 100)])
+    update = tracker.update(3 / FPS, np.array([box(102, 100), box(400, 400)]), np.array([0.3, 0.3]))
+    assert update.track_ids == (1, UNCONFIRMED)
+    assert feed(tracker, 4, [box(400, 400)]).track_ids == (UNCONFIRMED,)
+
+
+def test_end_all_ends_confirmed_tracks_only():
+    tracker = Tracker()
+    for f in range(3):
+        feed(tracker, f, [box(100, 100)])
+    feed(tracker, 3, [box(102, 100), box(400, 400)])
+    assert [e.track_id for e in tracker.end_all()] == [1]
+
+
+# --- realistic: the ground truth of tests/media/video/crossing_faces.mp4 --------------------------
+
+
+def load_gt() -> dict[int, list[tuple[int, np.ndarray]]]:
+    rows = np.loadtxt(GT_FILE, delimiter=",", ndmin=2)
+    frames: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for frame, gt_id, x, y, w, h, *_ in rows:
+        frames.setdefault(int(frame), []).append((int(gt_id), np.array([x, y, x + w, y + h])))
+    return frames
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+def score_ids(gt: dict[int, list[tuple[int, np.ndarray]]], out: dict[int, list[tuple[int, np.ndarray]]]):
+    """IDF1 and ID switches. Per frame, GT and output boxes pair up by IoU >= 0.5; each GT id is
+    then given at most one output id (globally, the most co-occurrences); IDF1 is 2 IDTP over all
+    GT boxes plus all output boxes. A switch is a GT id matched to another output id than at its
+    previous match."""
+    co: dict[tuple[int, int], int] = {}
+    last_match: dict[int, int] = {}
+    switches = 0
+    for frame, truth in gt.items():
+        shown = out.get(frame, [])
+        if not shown:
+            continue
+        iou = pairwise_iou(np.stack([b for _, b in truth]), np.stack([b for _, b in shown]))
+        rows, cols = linear_sum_assignment(-iou)
+        for r, c in zip(rows, cols):
+            if iou[r, c] < 0.5:
+                continue
+            g, o = truth[r][0], shown[c][0]
+            co[(g, o)] = co.get((g, o), 0) + 1
+            switches += int(last_match.get(g, o) != o)
+            last_match[g] = o
+    gt_ids = sorted({g for g, _ in co})
+    out_ids = sorted({o for _, o in co})
+    matrix = np.zeros((len(gt_ids), len(out_ids)))
+    for (g, o), n in co.items():
+        matrix[gt_ids.index(g), out_ids.index(o)] = n
+    rows, cols = linear_sum_assignment(-matrix)
+    idtp = matrix[rows, cols].sum()
+    n_gt = sum(len(v) for v in gt.values())
+    n_out = sum(len(v) for v in out.values())
+    return 2 * idtp / (n_gt + n_out), switches
+
+
+def test_ground_truth_of_crossing_faces_keeps_ids():
+    gt = load_gt()
+    rng = np.random.default_rng(5)
+    tracker = Tracker(TrackerConfig(confirm_hits=3))
+    out: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for frame in range(1, max(gt) + 1):
+        faces = [b for _, b in gt.get(frame, []) if rng.random() >= 0.05]
+        jittered = [b + rng.normal(0.0, 1.5, 4) for b in faces]
+        boxes = np.array(jittered).reshape(-1, 4)
+        update = tracker.update((frame - 1) / FPS, boxes, rng.uniform(0.6, 1.0, len(boxes)))
+        out[frame] = [(i, b) for i, b in zip(update.track_ids, boxes) if i != UNCONFIRMED]
+    idf1, switches = score_ids(gt, out)
+    assert idf1 >= 0.9, idf1
+    assert switches <= 3, switches
