@@ -48,6 +48,9 @@ class ModelEntry:
     output: str = "probabilities"
     labels: tuple[str, ...] = ()
     values: tuple[float, ...] = ()
+    # identity models: distances between L2-normalised embeddings are multiplied by this, so they
+    # read on the model's own published scale (dlib's "same person below 0.6")
+    distance_scale: float = 1.0
     source: str = ""  # where the entry was read from, for error messages
 
     @property

@@ -64,3 +64,7 @@ class FaceEmbedder(Recogniser):
             return Embeddings(np.zeros((0, 128), np.float32))
         vectors = self.backend.run(chips)
         return Embeddings(vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12))
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Distance of two normalised embeddings on the model's published scale."""
+        return float(np.linalg.norm(a - b)) * self.entry.distance_scale

@@ -1,0 +1,155 @@
+"""facelive batch mode: find and describe every face in photos, folders of photos and videos.
+
+For each image it writes DIR/<relative path without extension>.json (schema facelive.image/1)
+and DIR/<relative path without extension>.annotated.jpg; for a video, the same per sampled frame
+under DIR/<video name>/<frame>.json. DIR/summary.json counts what was done and what failed.
+Exit status: 0 all good, 1 some inputs failed (each named on stderr), 2 bad usage."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cv2  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from core.draw import FaceLabel, draw_faces  # noqa: E402
+from core.media import DEFAULT_MAX_PIXELS, MediaError, VideoFrames, is_video, iter_image_files, load_image  # noqa: E402
+from core.records import SUMMARY_SCHEMA, face_record, image_record  # noqa: E402
+from models.analyzer import FaceAnalyzer, FaceResults  # noqa: E402
+from models.detector import DetectorConfig  # noqa: E402
+from models.entry import ModelEntryError  # noqa: E402
+from models.files import ModelFileError  # noqa: E402
+from models.registry import ModelRegistry  # noqa: E402
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="launch/analyze.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) and video files")
+    p.add_argument("--out", type=Path, default=Path("out/analyze"), help="output folder (default: out/analyze)")
+    p.add_argument("--every", type=int, default=25, help="for videos: analyse every N-th frame (default 25)")
+    p.add_argument("--threshold", type=float, default=0.5, help="face detection score threshold (default 0.5)")
+    p.add_argument("--max-side", type=int, default=640,
+                   help="longest image side the detector sees; raise it for small faces in big photos")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse images larger than this many pixels (default {DEFAULT_MAX_PIXELS:,})")
+    p.add_argument("--models", type=Path, help="TOML file with extra [[model]] entries (your own models)")
+    p.add_argument("--attribute", action="append", default=[],
+                   help="also run this registered attribute model (repeatable)")
+    p.add_argument("--no-images", action="store_true", help="write JSON only, no annotated images")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads per model library")
+    return p.parse_args(argv)
+
+
+def face_records(results: FaceResults) -> list[dict]:
+    faces = results.faces
+    out = []
+    for i in range(len(faces)):
+        gender, gender_score = results.gender.best(i) if results.gender else (None, None)
+        expression, _ = results.expression.best(i) if results.expression else (None, None)
+        record = face_record(
+            faces.boxes[i], faces.scores[i], faces.landmarks[i],
+            results.age.ages[i] if results.age else None, gender, gender_score, expression,
+            results.expression.as_dict(i) if results.expression else None, None)
+        for name, scores in results.attributes.items():
+            record.setdefault("attributes", {})[name] = scores.as_dict(i)
+        out.append(record)
+    return out
+
+
+def labels_of(records: list[dict]) -> list[FaceLabel]:
+    labels = []
+    for i, r in enumerate(records):
+        lines = [f"{r['gender'] or '?'} {r['age']:.0f}" if r["age"] is not None else (r["gender"] or "face"),
+                 r["expression"] or ""]
+        labels.append(FaceLabel(tuple(r["box"]), tuple(line for line in lines if line), key=i))
+    return labels
+
+
+class BatchRun:
+    def __init__(self, args, analyzer: FaceAnalyzer):
+        self.args = args
+        self.analyzer = analyzer
+        self.images = self.faces = 0
+        self.failures: list[dict] = []
+
+    def fail(self, source: str, reason: str) -> None:
+        self.failures.append({"source": source, "reason": reason})
+        tqdm.write(f"error: {source}: {reason}", file=sys.stderr)
+
+    def write(self, image, source: str, stem: Path) -> None:
+        results = self.analyzer.analyze(image)
+        records = face_records(results)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        record = image_record(source, image.shape[1], image.shape[0], records)
+        stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
+        if not self.args.no_images:
+            annotated = draw_faces(image, labels_of(records))
+            cv2.imwrite(str(stem.with_suffix(".annotated.jpg")), annotated[:, :, ::-1])
+        self.images += 1
+        self.faces += len(records)
+
+    def image(self, path: str, rel: str) -> None:
+        try:
+            image = load_image(path, self.args.max_pixels)
+        except MediaError as error:
+            return self.fail(path, error.reason)
+        self.write(image, path, self.args.out / Path(rel).with_suffix(""))
+
+    def video(self, path: str, bar: tqdm) -> None:
+        try:
+            frames = VideoFrames(path, self.args.every)
+        except MediaError as error:
+            return self.fail(path, error.reason)
+        folder = self.args.out / Path(path).stem
+        with frames:
+            for index, _, image in frames:
+                self.write(image, f"{path}#frame={index}", folder / f"{index:06d}")
+                bar.set_postfix_str(f"{Path(path).name} frame {index}")
+        if frames.decode_errors:
+            self.fail(path, f"video ends early: {frames.decode_errors} frame(s) could not be decoded")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.every < 1:
+        print("error: --every must be at least 1", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        registry = ModelRegistry()
+        if args.models:
+            registry.add_file(args.models)
+        analyzer = FaceAnalyzer(registry, attributes=tuple(args.attribute), threads=args.threads,
+                                config=DetectorConfig(threshold=args.threshold, max_side=args.max_side))
+    except (ModelFileError, ModelEntryError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    videos = [p for p in args.inputs if is_video(p) and not os.path.isdir(p)]
+    images = list(iter_image_files([p for p in args.inputs if p not in videos]))
+    run = BatchRun(args, analyzer)
+    with tqdm(total=len(images) + len(videos), unit="file", desc="analyzing", file=sys.stderr) as bar:
+        for path, rel in images:
+            run.image(path, rel)
+            bar.update()
+        for path in videos:
+            run.video(path, bar)
+            bar.update()
+    summary = {"schema": SUMMARY_SCHEMA, "inputs": len(images) + len(videos), "images": run.images,
+               "faces": run.faces, "failed": len(run.failures), "failures": run.failures,
+               "seconds": round(time.perf_counter() - started, 2)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"{run.images} image(s), {run.faces} face(s), {len(run.failures)} failure(s) in "
+          f"{summary['seconds']} s; results in {args.out}", file=sys.stderr)
+    return 1 if run.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
