@@ -1,0 +1,552 @@
+"""The gallery of known people: L2-normalised face embeddings searched by Euclidean distance.
+
+Plain Python (no Ray, no models) so the identity actors, the gallery command and the tests share
+one implementation. Distances follow the dlib convention (same person below ~0.6); for unit vectors
+the Euclidean distance is sqrt(2 - 2*cos), so an inner-product FAISS index ranks exactly like L2.
+
+Small galleries use an exact `IndexFlatIP`; above `GalleryConfig.hnsw_above` embeddings the index is
+rebuilt as `IndexHNSWFlat` (inner product). Both keep the raw float32 vectors in their flat storage,
+so migration and removal rebuild from exact vectors, never from an approximation. HNSW cannot
+delete, so `remove` rebuilds the whole index: cheap for thousands of embeddings, minutes for a
+million (a rare admin action; enrolment only appends).
+
+Gallery directory (format v1), every file mode 0600, the directory created 0700, <g> the
+generation as six digits:
+
+    manifest.msgpack        {"v": 1, "generation": g, "dim": 128, "count": n, "kind": "flat"|"hnsw",
+                             "files": {"index": {"name", "bytes", "sha256"},
+                                       "meta":  {"name", "bytes", "sha256"}}}
+    index-<g>.faiss         faiss.write_index of the index; row i is embedding i
+    meta-<g>.msgpack        {"v": 1, "dim": 128, "count": n,
+                             "people": {"name": [str], "watch": [bool]},
+                             "rows": {"person": <int32 LE bytes, index into people>,
+                                      "enrolled": <float64 LE bytes, unix seconds>,
+                                      "source": [str]}}
+
+A save writes the generation-numbered files first, then swaps the manifest (the commit point),
+then deletes older generations; each file goes through a temp file in the same directory, fsync
+and os.replace. A crash at any point therefore leaves the old or the new manifest, and whichever
+it is names files that exist and match its recorded length and sha256. Loading checks both before
+parsing, so a damaged file raises `GalleryError`, never a wrong answer. One writer at a time;
+readers may load while it saves.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import threading
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from typing import BinaryIO
+
+import faiss
+import msgpack
+import numpy as np
+
+from core.messages import IdentityMatch
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.msgpack"
+_DATA_FILE = re.compile(r"(index|meta)-(\d+)\.(faiss|msgpack)")
+_TMP_SUFFIX = ".tmp"
+_CHUNK = 1 << 20
+# A reader racing a save may find its manifest's files already deleted; by then a newer manifest
+# is in place, so re-reading it a few times always converges while there is one writer.
+_LOAD_ATTEMPTS = 5
+
+
+class GalleryError(Exception):
+    """A gallery directory that cannot be read as written: missing, truncated, corrupt, or from
+    an incompatible version. The message names the file and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryConfig:
+    threshold: float = 0.6  # Euclidean distance above which a face is unknown (dlib convention)
+    dim: int = 128
+    hnsw_above: int = 20_000  # embeddings; below it exact search costs well under 1 ms a query
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 40
+    hnsw_ef_search: int = 96
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbours:
+    """The k nearest stored embeddings per query: row -1 and distance inf where the gallery holds
+    fewer than k. Rows stay valid until the next add/remove."""
+
+    rows: np.ndarray  # (N, k) int64
+    distances: np.ndarray  # (N, k) float32, Euclidean
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryEntry:
+    name: str
+    source: str
+    enrolled: float  # unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class PersonSummary:
+    name: str
+    embeddings: int
+    watch: bool
+
+
+class GalleryIndex:
+    """Named people, several embeddings each, with a watchlist flag per person.
+
+    Not copied between processes: each identity actor loads the directory. Calls are serialised by
+    a lock because FAISS indexes must not be searched while they are being added to, and threaded
+    actors may do both at once."""
+
+    def __init__(self, config: GalleryConfig | None = None) -> None:
+        self.config = config or GalleryConfig()
+        self._lock = threading.RLock()
+        self._index: faiss.Index = faiss.IndexFlatIP(self.config.dim)
+        self._names: list[str] = []
+        self._watch: list[bool] = []
+        self._pid: dict[str, int] = {}
+        self._row_person = array("i")
+        self._row_enrolled = array("d")
+        self._row_source: list[str] = []
+
+    # ---- queries -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._pid
+
+    @property
+    def kind(self) -> str:
+        return _kind_of(self._index)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._names)
+
+    def people(self) -> list[PersonSummary]:
+        with self._lock:
+            counts = np.bincount(self._person_column(), minlength=len(self._names))
+            return [
+                PersonSummary(name, int(counts[pid]), self._watch[pid])
+                for pid, name in enumerate(self._names)
+            ]
+
+    def is_watched(self, name: str) -> bool:
+        with self._lock:
+            return self._watch[self._person(name)]
+
+    def entry(self, row: int) -> GalleryEntry:
+        with self._lock:
+            if not 0 <= row < len(self._row_source):
+                raise IndexError(f"row {row} not in gallery of {len(self._row_source)}")
+            return GalleryEntry(
+                self._names[self._row_person[row]], self._row_source[row], self._row_enrolled[row]
+            )
+
+    def nearest(self, vectors: np.ndarray, k: int = 1) -> Neighbours:
+        """The k nearest embeddings to each query (normalised here), with no threshold."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        queries = self._unit(vectors)
+        with self._lock:
+            if self._index.ntotal == 0:
+                rows = np.full((len(queries), k), -1, np.int64)
+                return Neighbours(rows, np.full((len(queries), k), np.inf, np.float32))
+            sims, rows = self._index.search(queries, k)
+        dist = np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0)).astype(np.float32)
+        dist[rows < 0] = np.inf
+        return Neighbours(rows.astype(np.int64, copy=False), dist)
+
+    def search(self, vectors: np.ndarray) -> list[IdentityMatch | None]:
+        """The nearest person per query, or None where even the nearest is above the threshold."""
+        # One lock span: rows are only meaningful until the next change.
+        with self._lock:
+            found = self.nearest(vectors, 1)
+            return [
+                IdentityMatch(self._names[self._row_person[row]], float(d))
+                if row >= 0 and d <= self.config.threshold
+                else None
+                for row, d in zip(found.rows[:, 0].tolist(), found.distances[:, 0].tolist())
+            ]
+
+    # ---- changes -------------------------------------------------------------------------------
+
+    def add(
+        self,
+        name: str,
+        vectors: np.ndarray,
+        sources: Sequence[str],
+        *,
+        enrolled: float | None = None,
+    ) -> None:
+        """Enrol embeddings for `name` (a new person starts off the watchlist)."""
+        self.add_many([name] * len(vectors), vectors, sources, enrolled=enrolled)
+
+    def add_many(
+        self,
+        names: Sequence[str],
+        vectors: np.ndarray,
+        sources: Sequence[str],
+        *,
+        enrolled: float | None = None,
+    ) -> None:
+        """Enrol embeddings of several people at once, one name per vector: a bulk import in one
+        FAISS call, which HNSW builds in parallel where per-person calls cannot."""
+        unit = self._unit(vectors)
+        if len(unit) == 0:
+            raise ValueError("no vectors given")
+        if not len(names) == len(sources) == len(unit):
+            raise ValueError(f"{len(unit)} vectors, {len(names)} names, {len(sources)} sources")
+        if not all(names):
+            raise ValueError("person names must be non-empty")
+        when = time.time() if enrolled is None else float(enrolled)
+        with self._lock:
+            if self.kind == "flat" and self._index.ntotal + len(unit) > self.config.hnsw_above:
+                self._index = self._build(np.concatenate([self._stored_vectors(), unit]))
+            else:
+                self._index.add(unit)
+            for name in names:
+                if name not in self._pid:
+                    self._pid[name] = len(self._names)
+                    self._names.append(name)
+                    self._watch.append(False)
+            self._row_person.extend(self._pid[name] for name in names)
+            self._row_enrolled.extend([when] * len(unit))
+            self._row_source.extend(str(s) for s in sources)
+
+    def remove(self, name: str) -> int:
+        """Forget a person and all their embeddings; returns how many were removed."""
+        with self._lock:
+            gone = self._person(name)
+            person = self._person_column()
+            keep = person != gone
+            self._index = self._build(self._stored_vectors()[keep])
+            # Person ids above the removed one shift down so ids stay dense.
+            kept = person[keep]
+            self._row_person = _column("i", np.where(kept > gone, kept - 1, kept).astype(np.int32))
+            self._row_enrolled = _column("d", np.array(self._row_enrolled, np.float64)[keep])
+            self._row_source = [s for s, k in zip(self._row_source, keep.tolist()) if k]
+            del self._names[gone], self._watch[gone]
+            self._pid = {n: i for i, n in enumerate(self._names)}
+            return int((~keep).sum())
+
+    def set_ef_search(self, ef_search: int) -> None:
+        """Trade HNSW recall for query time on a live gallery; kept across rebuilds."""
+        if ef_search < 1:
+            raise ValueError(f"ef_search must be >= 1, got {ef_search}")
+        with self._lock:
+            self.config = replace(self.config, hnsw_ef_search=ef_search)
+            if isinstance(self._index, faiss.IndexHNSW):
+                self._index.hnsw.efSearch = ef_search
+
+    def set_watch(self, name: str, watch: bool) -> None:
+        with self._lock:
+            self._watch[self._person(name)] = bool(watch)
+
+    # ---- persistence ---------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        directory = os.fspath(directory)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        with self._lock:
+            generation = 1 + max((g for _, g in _data_files(directory)), default=0)
+            index_name = f"index-{generation:06d}.faiss"
+            meta_name = f"meta-{generation:06d}.msgpack"
+            index_bytes, index_sha = _write_atomic(directory, index_name, self._write_index)
+            meta = msgpack.packb(self._meta_document(), use_bin_type=True)
+            meta_bytes, meta_sha = _write_atomic(directory, meta_name, lambda out: out.write(meta))
+            manifest = {
+                "v": SCHEMA_VERSION,
+                "generation": generation,
+                "dim": self.config.dim,
+                "count": len(self),
+                "kind": self.kind,
+                "files": {
+                    "index": {"name": index_name, "bytes": index_bytes, "sha256": index_sha},
+                    "meta": {"name": meta_name, "bytes": meta_bytes, "sha256": meta_sha},
+                },
+            }
+            # The data files' renames must be durable before the manifest that names them is.
+            _fsync_dir(directory)
+            packed = msgpack.packb(manifest, use_bin_type=True)
+            _write_atomic(directory, MANIFEST, lambda out: out.write(packed))
+            _fsync_dir(directory)
+            _remove_stale(directory, keep={index_name, meta_name})
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        config: GalleryConfig | None = None,
+        *,
+        missing_ok: bool = False,
+    ) -> GalleryIndex:
+        """Read a gallery directory; with `missing_ok`, one holding no gallery yet gives an empty
+        gallery (the first save creates it)."""
+        directory = os.fspath(directory)
+        gallery = cls(config)
+        if missing_ok and not os.path.exists(os.path.join(directory, MANIFEST)):
+            return gallery
+        for _ in range(_LOAD_ATTEMPTS):
+            manifest = _read_manifest(directory, gallery.config.dim)
+            with ExitStack() as files:
+                try:
+                    index_file = files.enter_context(_open_checked(directory, manifest, "index"))
+                    meta_file = files.enter_context(_open_checked(directory, manifest, "meta"))
+                except FileNotFoundError as missing:
+                    now = _read_manifest(directory, gallery.config.dim)
+                    if now["generation"] == manifest["generation"]:
+                        problem = f"{missing.filename}: missing, named by {MANIFEST}"
+                        raise GalleryError(problem) from None
+                    continue
+                gallery._restore(directory, manifest, index_file, meta_file)
+                return gallery
+        raise GalleryError(f"{directory}: gallery kept changing while being read")
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _person(self, name: str) -> int:
+        try:
+            return self._pid[name]
+        except KeyError:
+            raise KeyError(f"no person named {name!r} in the gallery") from None
+
+    def _person_column(self) -> np.ndarray:
+        # A copy: a live numpy view would stop the array from growing (BufferError on extend).
+        return np.array(self._row_person, np.int32)
+
+    def _unit(self, vectors: np.ndarray) -> np.ndarray:
+        x = np.array(vectors, dtype=np.float32, order="C", copy=True)
+        if x.ndim != 2 or x.shape[1] != self.config.dim:
+            raise ValueError(f"expected vectors of shape (N, {self.config.dim}), got {x.shape}")
+        norms = np.linalg.norm(x, axis=1)
+        if not np.all(np.isfinite(norms)) or np.any(norms == 0):
+            raise ValueError("vectors must be finite and non-zero")
+        x /= norms[:, None]
+        return x
+
+    def _stored_vectors(self) -> np.ndarray:
+        if self._index.ntotal == 0:
+            return np.zeros((0, self.config.dim), np.float32)
+        return self._index.reconstruct_n(0, self._index.ntotal)
+
+    def _build(self, vectors: np.ndarray) -> faiss.Index:
+        cfg = self.config
+        if len(vectors) > cfg.hnsw_above:
+            index = faiss.IndexHNSWFlat(cfg.dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = cfg.hnsw_ef_construction
+            index.hnsw.efSearch = cfg.hnsw_ef_search
+        else:
+            index = faiss.IndexFlatIP(cfg.dim)
+        index.add(np.ascontiguousarray(vectors, np.float32))
+        return index
+
+    def _write_index(self, out: BinaryIO) -> None:
+        faiss.write_index(self._index, faiss.PyCallbackIOWriter(out.write))
+
+    def _meta_document(self) -> dict:
+        return {
+            "v": SCHEMA_VERSION,
+            "dim": self.config.dim,
+            "count": len(self),
+            "people": {"name": list(self._names), "watch": list(self._watch)},
+            "rows": {
+                "person": self._person_column().astype("<i4").tobytes(),
+                "enrolled": np.array(self._row_enrolled, "<f8").tobytes(),
+                "source": list(self._row_source),
+            },
+        }
+
+    def _restore(
+        self, directory: str, manifest: dict, index_file: BinaryIO, meta_file: BinaryIO
+    ) -> None:
+        cfg = self.config
+        meta_path = os.path.join(directory, manifest["files"]["meta"]["name"])
+        index_path = os.path.join(directory, manifest["files"]["index"]["name"])
+        count = manifest["count"]
+        try:
+            meta = msgpack.unpackb(meta_file.read(), raw=False)
+            if meta["v"] != SCHEMA_VERSION:
+                raise GalleryError(
+                    f"{meta_path}: schema v{meta['v']}, this reads v{SCHEMA_VERSION}"
+                )
+            names = [str(n) for n in meta["people"]["name"]]
+            watch = [bool(w) for w in meta["people"]["watch"]]
+            rows = meta["rows"]
+            person = np.frombuffer(rows["person"], "<i4").astype(np.int32)
+            enrolled = np.frombuffer(rows["enrolled"], "<f8").astype(np.float64)
+            sources = [str(s) for s in rows["source"]]
+            lengths = {meta["count"], len(person), len(enrolled), len(sources)}
+        except GalleryError:
+            raise
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as bad:
+            problem = f"{meta_path}: not a valid gallery metadata file ({bad!r})"
+            raise GalleryError(problem) from None
+        if lengths != {count} or len(names) != len(watch) or len(set(names)) != len(names):
+            raise GalleryError(f"{meta_path}: row or people counts disagree with {MANIFEST}")
+        if count and (person.min() < 0 or person.max() >= len(names)):
+            raise GalleryError(f"{meta_path}: rows name people that are not in it")
+        try:
+            index = faiss.read_index(faiss.PyCallbackIOReader(index_file.read))
+        except RuntimeError as bad:
+            raise GalleryError(f"{index_path}: not a readable FAISS index ({bad})") from None
+        if not isinstance(index, faiss.IndexFlatIP | faiss.IndexHNSWFlat) or (
+            index.metric_type != faiss.METRIC_INNER_PRODUCT
+        ):
+            raise GalleryError(f"{index_path}: expected an inner-product flat or HNSW index")
+        if _kind_of(index) != manifest["kind"]:
+            raise GalleryError(f"{index_path}: not the {manifest['kind']} index {MANIFEST} names")
+        if index.d != cfg.dim or index.ntotal != count:
+            raise GalleryError(
+                f"{index_path}: holds {index.ntotal} x {index.d}, manifest says {count} x {cfg.dim}"
+            )
+        if isinstance(index, faiss.IndexHNSW):
+            index.hnsw.efSearch = cfg.hnsw_ef_search
+        self._index = index
+        self._names, self._watch = names, watch
+        self._pid = {n: i for i, n in enumerate(names)}
+        self._row_person = _column("i", person)
+        self._row_enrolled = _column("d", enrolled)
+        self._row_source = sources
+
+
+def _kind_of(index: faiss.Index) -> str:
+    return "hnsw" if isinstance(index, faiss.IndexHNSW) else "flat"
+
+
+def _column(typecode: str, values: np.ndarray) -> array:
+    column = array(typecode)
+    column.frombytes(np.ascontiguousarray(values).tobytes())
+    return column
+
+
+def _data_files(directory: str) -> list[tuple[str, int]]:
+    return [
+        (name, int(m.group(2)))
+        for name in os.listdir(directory)
+        if (m := _DATA_FILE.fullmatch(name))
+    ]
+
+
+def _write_atomic(
+    directory: str, name: str, write: Callable[[BinaryIO], object]
+) -> tuple[int, str]:
+    """Write `name` via a temp file in the same directory; returns its length and sha256."""
+    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # the umask may only have narrowed it; make it exact
+        with os.fdopen(fd, "wb") as raw:
+            hashing = _HashingWriter(raw)
+            write(hashing)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, os.path.join(directory, name))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return hashing.size, hashing.sha.hexdigest()
+
+
+class _HashingWriter:
+    """Hashes what passes through, so a file is read once on save and never re-read to check it."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.out.write(data)
+        self.sha.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale(directory: str, keep: set[str]) -> None:
+    for name in os.listdir(directory):
+        stale_data = _DATA_FILE.fullmatch(name) and name not in keep
+        if stale_data or (name.startswith(".") and name.endswith(_TMP_SUFFIX)):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:
+                pass
+
+
+def _read_manifest(directory: str, dim: int) -> dict:
+    path = os.path.join(directory, MANIFEST)
+    try:
+        with open(path, "rb") as f:
+            manifest = msgpack.unpackb(f.read(), raw=False)
+    except FileNotFoundError:
+        raise GalleryError(f"{path}: missing (not a gallery directory)") from None
+    except (ValueError, msgpack.UnpackException) as bad:
+        raise GalleryError(f"{path}: not a valid gallery manifest ({bad!r})") from None
+    try:
+        if manifest["v"] != SCHEMA_VERSION:
+            raise GalleryError(f"{path}: schema v{manifest['v']}, this reads v{SCHEMA_VERSION}")
+        files = manifest["files"]
+        valid = (
+            isinstance(manifest["generation"], int)
+            and isinstance(manifest["dim"], int)
+            and manifest["kind"] in ("flat", "hnsw")
+            and isinstance(manifest["count"], int)
+            and manifest["count"] >= 0
+            and all(
+                isinstance(files[key]["name"], str)
+                and _DATA_FILE.fullmatch(files[key]["name"])
+                and isinstance(files[key]["bytes"], int)
+                and isinstance(files[key]["sha256"], str)
+                for key in ("index", "meta")
+            )
+        )
+    except (KeyError, TypeError) as bad:
+        raise GalleryError(f"{path}: not a valid gallery manifest (missing {bad})") from None
+    if not valid:
+        raise GalleryError(f"{path}: not a valid gallery manifest (bad field types or file names)")
+    if manifest["dim"] != dim:
+        raise GalleryError(f"{path}: embeddings are {manifest['dim']}-D, configured for {dim}-D")
+    return manifest
+
+
+def _open_checked(directory: str, manifest: dict, key: str) -> BinaryIO:
+    """Open a data file and check its length and sha256 against the manifest before anyone parses
+    it; the open handle survives a concurrent save deleting the file."""
+    recorded = manifest["files"][key]
+    path = os.path.join(directory, recorded["name"])
+    f = open(path, "rb")
+    try:
+        size = os.fstat(f.fileno()).st_size
+        if size != recorded["bytes"]:
+            problem = "truncated" if size < recorded["bytes"] else "too long"
+            raise GalleryError(
+                f"{path}: {problem}: {size} bytes, manifest says {recorded['bytes']}"
+            )
+        sha = hashlib.sha256()
+        while chunk := f.read(_CHUNK):
+            sha.update(chunk)
+        if sha.hexdigest() != recorded["sha256"]:
+            raise GalleryError(f"{path}: corrupt: content does not match the sha256 in {MANIFEST}")
+        f.seek(0)
+        return f
+    except BaseException:
+        f.close()
+        raise
