@@ -1,0 +1,57 @@
+"""`CaptureActor`: one per stream. Puts each frame into the object store once and offers the
+scheduler a small `FrameRef`; in lossless mode the offer waits (backpressure), in live mode it
+returns at once and the source is read at its own pace."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import ray
+
+from core.messages import FrameRef
+from core.sources import open_source
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureReport:
+    stream: str
+    frames: int
+    errors: tuple[str, ...]
+
+
+@ray.remote(num_cpus=0, max_concurrency=2)
+class CaptureActor:
+    def __init__(self, stream: str, source: str, scheduler, realtime: bool, loop: bool = False,
+                 duration: float | None = None):
+        self.stream, self.scheduler = stream, scheduler
+        self.source = open_source(source, loop)
+        self.realtime, self.duration = realtime, duration
+        self._stop = threading.Event()
+
+    def fps(self) -> float:
+        return self.source.fps
+
+    def run(self) -> CaptureReport:
+        seq, errors = 0, []
+        start = time.monotonic()
+        for item in self.source:
+            if self._stop.is_set() or (self.duration and time.monotonic() - start > self.duration):
+                break
+            if item.image is None:
+                errors.append(item.error)
+                ray.get(self.scheduler.drop_uncaptured.remote(self.stream, seq, "decode_error"))
+            else:
+                frame = FrameRef(self.stream, seq, time.time(), item.image.shape, ray.put(item.image))
+                ray.get(self.scheduler.admit.remote(frame))
+            seq += 1
+            if self.realtime and self.source.is_file:
+                # a file played as a camera: frame k is due k/fps seconds after the start
+                delay = start + seq / self.source.fps - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+        ray.get(self.scheduler.stream_ended.remote(self.stream, seq))
+        return CaptureReport(self.stream, seq, tuple(errors))
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,30 @@
+"""`DetectorActor`: detection, landmarks and every model's aligned chips for one frame. The chips
+go back as a second return value, so they stay in the object store, owned by the caller (they
+outlive this actor if it dies) and fetched only by the recognition actor that needs them."""
+from __future__ import annotations
+
+import ray
+
+from core.messages import FaceBoxes, FaceCrops, FrameRef
+from models.analyzer import FaceDetectionStage
+from models.detector import DetectorConfig
+from models.registry import DEFAULT_MODELS, ModelRegistry
+
+
+@ray.remote(num_cpus=0.5, max_restarts=-1, max_task_retries=-1)
+class DetectorActor:
+    def __init__(self, models: dict[str, str] | None = None, config: DetectorConfig = DetectorConfig(),
+                 threads: int = 1, models_file: str | None = None):
+        import cv2
+
+        cv2.setNumThreads(threads)
+        registry = ModelRegistry()
+        if models_file:
+            registry.add_file(models_file)
+        names = DEFAULT_MODELS | (models or {})
+        specs = [registry.get(names[t]).crop for t in ("age", "gender", "expression", "identity")]
+        self.stage = FaceDetectionStage(registry, specs, names["detection"], names["landmarks"], config, threads)
+
+    @ray.method(num_returns=2)
+    def detect(self, frame: FrameRef) -> tuple[FaceBoxes, FaceCrops]:
+        return self.stage(ray.get(frame.ref))

@@ -1,0 +1,76 @@
+"""`Pipeline`: wires one run's actors together on a connected Ray cluster and waits for it to end.
+No logic of its own beyond wiring and the end-of-run sequence."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+from actors.capture import CaptureActor, CaptureReport
+from actors.sinks import EventLogActor, VideoSinkActor
+from actors.tracker import TrackerActor
+from core.config import PipelineConfig
+from core.sources import stream_name
+from models.registry import DEFAULT_MODELS, ModelRegistry
+from schedulers.scheduler import PriorityScheduler, RunSummary
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    summary: RunSummary
+    tracks: int
+    captures: tuple[CaptureReport, ...]
+    videos: dict[str, str]
+    events: str
+
+
+def _labels(config: PipelineConfig):
+    registry = ModelRegistry()
+    if config.models_file:
+        registry.add_file(config.models_file)
+    age = registry.get(DEFAULT_MODELS["age"])
+    return (age.values, registry.get(DEFAULT_MODELS["gender"]).labels,
+            registry.get(DEFAULT_MODELS["expression"]).labels)
+
+
+class Pipeline:
+    def __init__(self, config: PipelineConfig, out: Path):
+        self.config, self.out = config, Path(out)
+        self.scheduler = PriorityScheduler.remote(config)
+        self.captures: list = []
+
+    def start(self) -> dict[str, int]:
+        return ray.get(self.scheduler.start_pools.remote())
+
+    def run(self) -> RunResult:
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        events_path = str((self.out / "events.msgpack").resolve())
+        event_log = EventLogActor.remote(events_path)
+        realtime = cfg.mode == "live" if cfg.realtime is None else cfg.realtime
+        labels = _labels(cfg)
+        trackers, sinks, videos = [], [], {}
+        for i, source in enumerate(cfg.sources):
+            stream = stream_name(source, i)
+            capture = CaptureActor.remote(stream, source, self.scheduler, realtime, cfg.loop, cfg.duration)
+            fps = ray.get(capture.fps.remote())
+            folder = self.out if len(cfg.sources) == 1 else self.out / stream.replace(":", "-")
+            videos[stream] = str((folder / "annotated.mp4").resolve())
+            sink = VideoSinkActor.remote(videos[stream], fps)
+            tracker = TrackerActor.remote(stream, self.scheduler, sink, event_log, cfg, labels)
+            ray.get(self.scheduler.register_stream.remote(stream, tracker))
+            self.captures.append(capture)
+            trackers.append(tracker)
+            sinks.append(sink)
+        reports = ray.get([c.run.remote() for c in self.captures])
+        ray.get(self.scheduler.drain.remote())
+        tracks = sum(ray.get([t.finish.remote() for t in trackers]))
+        ray.get([s.close.remote() for s in sinks] + [event_log.close.remote()])
+        summary = ray.get(self.scheduler.summary.remote())
+        return RunResult(summary, tracks, tuple(reports), videos, events_path)
+
+    def stop(self) -> None:
+        """Ask every capture to stop; frames in flight still finish."""
+        for capture in self.captures:
+            capture.stop.remote()

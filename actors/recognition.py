@@ -1,0 +1,125 @@
+"""Recognition actors: each takes a batch of jobs (crop refs + face indices), runs its model once
+on all their chips, and returns one `Recognised` per job. Only crops reach them, never frames."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+
+from core.messages import AgeEstimates, ClassScores
+from core.stream import Recognised
+from models.registry import DEFAULT_MODELS, ModelRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class RecognitionJob:
+    stream: str
+    seq: int
+    task: str
+    crops: list[Any]  # [ObjectRef[FaceCrops]]: a list, so Ray hands the ref on unresolved
+    indices: tuple[int, ...]
+    track_ids: tuple[int, ...]
+
+
+def _registry(models_file: str | None) -> ModelRegistry:
+    registry = ModelRegistry()
+    if models_file:
+        registry.add_file(models_file)
+    return registry
+
+
+class _Recognition:
+    task = ""
+
+    def __init__(self, models: dict[str, str] | None = None, threads: int = 1, models_file: str | None = None):
+        import cv2
+
+        cv2.setNumThreads(threads)
+        self.registry = _registry(models_file)
+        self.models = DEFAULT_MODELS | (models or {})
+        self.setup(threads)
+
+    def setup(self, threads: int) -> None: ...
+
+    def crop_keys(self) -> list[str]: ...
+
+    def run(self, jobs: list[RecognitionJob]) -> list[Recognised]:
+        crops = ray.get([job.crops[0] for job in jobs])
+        sizes = [len(job.indices) for job in jobs]
+        chips = {key: np.concatenate([c.chips[key][list(job.indices)] for c, job in zip(crops, jobs)])
+                 for key in self.crop_keys()}
+        return self.split(self.infer(chips), jobs, np.cumsum([0] + sizes))
+
+    def infer(self, chips: dict[str, np.ndarray]): ...
+
+    def split(self, out, jobs, bounds) -> list[Recognised]: ...
+
+
+@ray.remote(num_cpus=0.5, max_restarts=-1, max_task_retries=-1)
+class ExpressionActor(_Recognition):
+    task = "expression"
+
+    def setup(self, threads):
+        self.model = self.registry.load(self.models["expression"], threads)
+
+    def crop_keys(self):
+        return [self.model.crop.key]
+
+    def infer(self, chips):
+        return self.model(chips[self.model.crop.key])
+
+    def split(self, out: ClassScores, jobs, b):
+        return [Recognised(self.task, j.track_ids, expression=ClassScores(out.labels, out.probs[b[i]:b[i + 1]]))
+                for i, j in enumerate(jobs)]
+
+
+@ray.remote(num_cpus=0.5, max_restarts=-1, max_task_retries=-1)
+class AgeGenderActor(_Recognition):
+    task = "age_gender"
+
+    def setup(self, threads):
+        self.age = self.registry.load(self.models["age"], threads)
+        self.gender = self.registry.load(self.models["gender"], threads)
+
+    def crop_keys(self):
+        return [self.age.crop.key, self.gender.crop.key]
+
+    def infer(self, chips):
+        return self.age(chips[self.age.crop.key]), self.gender(chips[self.gender.crop.key])
+
+    def split(self, out, jobs, b):
+        age, gender = out
+        return [Recognised(self.task, j.track_ids,
+                           age=AgeEstimates(age.ages[b[i]:b[i + 1]], age.posteriors[b[i]:b[i + 1]]),
+                           gender=ClassScores(gender.labels, gender.probs[b[i]:b[i + 1]]))
+                for i, j in enumerate(jobs)]
+
+
+@ray.remote(num_cpus=0.5, max_restarts=-1, max_task_retries=-1)
+class IdentityActor(_Recognition):
+    """Embeds faces and, when a gallery is set, names them."""
+
+    task = "identity"
+
+    def setup(self, threads):
+        self.embedder = self.registry.load(self.models["identity"], threads)
+        self.gallery = None
+
+    def crop_keys(self):
+        return [self.embedder.crop.key]
+
+    def infer(self, chips):
+        vectors = self.embedder(chips[self.embedder.crop.key]).vectors
+        matches = tuple(self.gallery.search(vectors)) if self.gallery is not None and len(vectors) else ()
+        return vectors, matches
+
+    def split(self, out, jobs, b):
+        vectors, matches = out
+        return [Recognised(self.task, j.track_ids, embeddings=vectors[b[i]:b[i + 1]],
+                           matches=tuple(matches[b[i]:b[i + 1]]))
+                for i, j in enumerate(jobs)]
+
+
+RECOGNITION_ACTORS = {"expression": ExpressionActor, "age_gender": AgeGenderActor, "identity": IdentityActor}

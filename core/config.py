@@ -1,0 +1,143 @@
+"""One config schema for a pipeline run: dataclasses, loaded from TOML and overridden from the
+command line. Unknown keys are errors that name the file and the key."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+
+from core.fusion import FusionConfig
+from core.tracking import TrackerConfig
+from schedulers.budget import BudgetConfig
+
+TASKS = ("detection", "expression", "age_gender", "identity")
+# The TUT system's order: what changes fastest on a face is worth most.
+DEFAULT_PRIORITY = {"detection": 40, "expression": 30, "age_gender": 20, "identity": 10}
+GPU_TASKS = ("detection", "expression", "age_gender")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSpec:
+    """A pool of actors for one task: how many, what each asks of Ray, how much work per call."""
+
+    task: str
+    count: int = 1
+    # fractions: the four default pools together ask for 2 CPUs, what the smallest machine has
+    num_cpus: float = 0.5
+    num_gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 16
+    priority: int = 0
+    model: str | None = None  # None: the registry's default for the task
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    sources: tuple[str, ...] = ()
+    mode: str = "lossless"  # "live": newest first, stale frames dropped; "lossless": backpressure
+    max_in_flight: int = 6  # frames per stream between admission and output
+    max_age_s: float = 1.0  # live: a frame waiting longer than this for detection is stale
+    realtime: bool | None = None  # pace file sources at their fps; default: on in live mode
+    loop: bool = False
+    duration: float | None = None
+    gpu: bool = False
+    gpu_fraction: float = 0.25
+    threads: int = 1  # per model library in each actor
+    detector_max_side: int = 640
+    detector_threshold: float = 0.5
+    pools: tuple[PoolSpec, ...] = ()
+    tracker: TrackerConfig = TrackerConfig()
+    fusion: FusionConfig = FusionConfig()
+    budget: BudgetConfig = BudgetConfig()
+    models_file: str | None = None
+
+    def pool(self, task: str) -> PoolSpec:
+        for spec in self.pools:
+            if spec.task == task:
+                return spec
+        return PoolSpec(task, priority=DEFAULT_PRIORITY[task])
+
+    def all_pools(self) -> tuple[PoolSpec, ...]:
+        specs = []
+        for task in TASKS:
+            spec = self.pool(task)
+            if self.gpu and task in GPU_TASKS and spec.num_gpus == 0:
+                spec = replace(spec, num_gpus=self.gpu_fraction)
+            specs.append(spec)
+        return tuple(specs)
+
+    def validate(self) -> PipelineConfig:
+        if self.mode not in ("live", "lossless"):
+            raise ConfigError(f"mode must be live or lossless, not {self.mode!r}")
+        if self.max_in_flight < 1:
+            raise ConfigError("max_in_flight must be at least 1")
+        for spec in self.pools:
+            if spec.task not in TASKS:
+                raise ConfigError(f"pool for unknown task {spec.task!r}; tasks: {TASKS}")
+            if spec.count < 0 or spec.batch_size < 1:
+                raise ConfigError(f"pool {spec.task}: count must be >= 0 and batch_size >= 1")
+        return self
+
+
+def _build(cls, table: dict, where: str):
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(table) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    values = {}
+    for key, value in table.items():
+        default = getattr(cls(), key) if key != "task" else None
+        if is_dataclass(default):
+            value = _build(type(default), value, f"{where}.{key}")
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        values[key] = value
+    return cls(**values)
+
+
+def load_config(path: Path | None) -> PipelineConfig:
+    """A PipelineConfig from a TOML file (None: the defaults). `[pools.<task>]` tables give pools."""
+    if path is None:
+        return PipelineConfig()
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config: {error}") from error
+    pools = data.pop("pools", {})
+    data.pop("model", None)  # [[model]] entries belong to the model registry
+    try:
+        config = _build(PipelineConfig, data, str(path))
+        specs = tuple(_build(PoolSpec, {"task": task, "priority": DEFAULT_PRIORITY.get(task, 0)} | table,
+                             f"{path}: pools.{task}") for task, table in pools.items())
+    except TypeError as error:
+        raise ConfigError(f"{path}: {error}") from error
+    return replace(config, pools=specs).validate()
+
+
+def parse_pool(text: str, base: PipelineConfig) -> PoolSpec:
+    """`TASK=COUNT[:RESOURCES]`, RESOURCES as `num_cpus=1,num_gpus=0.5,recognition=1`."""
+    task, _, rest = text.partition("=")
+    count, _, resources = rest.partition(":")
+    if task not in TASKS or not count.isdigit():
+        raise ConfigError(f"--pool {text!r}: expected TASK=COUNT[:RESOURCES] with TASK one of {TASKS}")
+    spec = replace(base.pool(task), count=int(count))
+    custom = {}
+    for item in filter(None, resources.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            amount = float(value)
+        except ValueError:
+            raise ConfigError(f"--pool {text!r}: {item!r} is not NAME=NUMBER") from None
+        if key == "num_cpus":
+            spec = replace(spec, num_cpus=amount)
+        elif key == "num_gpus":
+            spec = replace(spec, num_gpus=amount)
+        elif key == "batch_size":
+            spec = replace(spec, batch_size=int(amount))
+        else:
+            custom[key] = amount
+    return replace(spec, resources=custom or spec.resources)

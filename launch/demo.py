@@ -1,0 +1,122 @@
+"""facelive demo: run the actor pipeline on video files, cameras, URLs or photo folders.
+
+Joins the cluster `ray start --head` left running (or --address / RAY_ADDRESS); with none, starts
+a local one. With no flags it analyses the bundled sample video and finishes. Writes, in --out:
+annotated.mp4 per stream, events.msgpack (see README) and summary.json, and prints the summary."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from core.config import ConfigError, load_config, parse_pool  # noqa: E402
+from core.media import MediaError  # noqa: E402
+
+SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "media" / "video" / "crossing_faces.mp4"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="launch/demo.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", action="append", default=[],
+                   help="video file, image folder, camera index or rtsp/http URL (repeatable; default: the sample video)")
+    p.add_argument("--mode", choices=["live", "lossless"], help="live: newest frames first, stale ones dropped; "
+                   "lossless: every frame, with backpressure (default: lossless, or the config's)")
+    p.add_argument("--config", type=Path, help="TOML config (pools, tracker, fusion, budget; [[model]] entries)")
+    p.add_argument("--pool", action="append", default=[], metavar="TASK=COUNT[:RESOURCES]",
+                   help="pool size and resources, e.g. identity=2:num_cpus=0.5,recognition=1 (repeatable)")
+    p.add_argument("--gpu", action="store_true", help="pools that can use a GPU ask Ray for a GPU fraction")
+    p.add_argument("--duration", type=float, help="stop capturing after this many seconds")
+    p.add_argument("--loop", action="store_true", help="loop file sources (stop with --duration or Ctrl-C)")
+    p.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
+                   help="play files at their frame rate, like a camera (default: on in live mode)")
+    p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out/)")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, a running cluster, or a new local one)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray (default: all)")
+    return p.parse_args(argv)
+
+
+def build_config(args):
+    config = load_config(args.config)
+    pools = {spec.task: spec for spec in config.pools}
+    for text in args.pool:
+        spec = parse_pool(text, config)
+        pools[spec.task] = spec
+    sources = tuple(args.source) or config.sources or (str(SAMPLE),)
+    models_file = str(args.config.resolve()) if args.config else config.models_file
+    return replace(config, sources=sources, mode=args.mode or config.mode, pools=tuple(pools.values()),
+                   gpu=args.gpu or config.gpu, duration=args.duration or config.duration,
+                   loop=args.loop or config.loop, realtime=args.realtime if args.realtime is not None else config.realtime,
+                   models_file=models_file).validate()
+
+
+def summary_json(result) -> dict:
+    s = result.summary
+    return {"frames": {"captured": s.captured, "processed": s.processed, "dropped": s.dropped},
+            "stages": {name: {"fps": round(f.fps, 2), "latency_ms": {"p50": round(f.p50_ms, 1), "p95": round(f.p95_ms, 1)}}
+                       for name, f in s.stages.items()},
+            "tracks": result.tracks, "faces": s.faces, "seconds": round(s.seconds, 2)}
+
+
+def summary_table(data: dict) -> str:
+    f = data["frames"]
+    dropped = ", ".join(f"{k} {v}" for k, v in f["dropped"].items()) or "none"
+    lines = [f"frames: captured {f['captured']}, processed {f['processed']}, dropped {sum(f['dropped'].values())} ({dropped})",
+             f"tracks: {data['tracks']}, faces: {data['faces']}, seconds: {data['seconds']}",
+             f"{'stage':<12} {'per s':>8} {'p50 ms':>8} {'p95 ms':>8}"]
+    for name, st in data["stages"].items():
+        lines.append(f"{name:<12} {st['fps']:>8.1f} {st['latency_ms']['p50']:>8.1f} {st['latency_ms']['p95']:>8.1f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    import ray
+
+    from actors.cluster import connect
+    from actors.pipeline import Pipeline
+
+    print(connect(args.address, args.num_cpus), file=sys.stderr)
+    try:
+        pipeline = Pipeline(config, args.out)
+        sizes = pipeline.start()
+        print("pools: " + ", ".join(f"{t} x{n}" for t, n in sizes.items()) + f"; mode {config.mode}", file=sys.stderr)
+        try:
+            result = pipeline.run()
+        except KeyboardInterrupt:
+            pipeline.stop()
+            result = pipeline.run()
+    except (ConfigError, MediaError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ray.exceptions.RayTaskError as error:
+        cause = error.cause if isinstance(error.cause, (ConfigError, MediaError)) else None
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        return 2
+    data = summary_json(result)
+    (args.out / "summary.json").write_text(json.dumps(data, indent=1))
+    print(summary_table(data))
+    for stream, path in result.videos.items():
+        print(f"{stream}: {path}")
+    print(f"events: {result.events}")
+    for report in result.captures:
+        for error in report.errors:
+            print(f"warning: {error}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The scheduling policy: which frames are admitted, which work runs next on which worker, and the
+ledger that makes every frame end exactly once. Plain Python: the `PriorityScheduler` actor
+applies it, unit tests drive it directly."""
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    task: str
+    stream: str
+    seq: int
+    t_enqueue: float
+    payload: Any = None
+
+
+@dataclass(slots=True)
+class Worker:
+    worker_id: str
+    task: str
+    handle: Any = None
+    busy: bool = False
+    retired: bool = False  # takes no new work; removed once idle (hot swap, shrink)
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    worker: Worker
+    items: tuple[WorkItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    accepted: bool  # False: the caller must wait (lossless backpressure) and offer again
+    dropped: tuple[WorkItem, ...] = ()  # frames that became stale because of this one (live)
+
+
+class FrameLedger:
+    """Every captured frame ends as processed or dropped with one reason, exactly once."""
+
+    def __init__(self):
+        self.captured = 0
+        self.processed = 0
+        self.dropped: Counter[str] = Counter()
+        self._open: set[tuple[str, int]] = set()
+
+    def capture(self, stream: str, seq: int) -> None:
+        self.captured += 1
+        self._open.add((stream, seq))
+
+    def finish(self, stream: str, seq: int, dropped_reason: str | None = None) -> bool:
+        """Close a frame; False (and no count) if it was already closed."""
+        if (stream, seq) not in self._open:
+            return False
+        self._open.discard((stream, seq))
+        if dropped_reason is None:
+            self.processed += 1
+        else:
+            self.dropped[dropped_reason] += 1
+        return True
+
+    def open_frames(self, stream: str | None = None) -> int:
+        return sum(1 for s, _ in self._open if stream is None or s == stream)
+
+    def balanced(self) -> bool:
+        return self.captured == self.processed + sum(self.dropped.values()) + len(self._open)
+
+
+@dataclass
+class SchedulingPolicy:
+    """`priorities`: task -> number, higher runs first when workers are free. `mode`: in live,
+    the newest work of a task goes first and a stream keeps at most `max_in_flight` frames open,
+    the oldest waiting frame giving way; in lossless, FIFO, and a full stream waits."""
+
+    priorities: dict[str, int]
+    mode: str = "lossless"
+    max_in_flight: int = 6
+    batch_sizes: dict[str, int] = field(default_factory=dict)
+    queues: dict[str, deque[WorkItem]] = field(default_factory=dict)
+    workers: dict[str, Worker] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for task in self.priorities:
+            self.queues.setdefault(task, deque())
+
+    def admit(self, item: WorkItem, open_frames: int) -> Admission:
+        """Offer a new frame's first work item; `open_frames` of its stream are open now."""
+        if open_frames < self.max_in_flight:
+            self.push(item)
+            return Admission(True)
+        if self.mode == "lossless":
+            return Admission(False)
+        waiting = [w for w in self.queues[item.task] if w.stream == item.stream]
+        if not waiting:
+            # every open frame of the stream is past this stage: the new one is the stale-to-be
+            return Admission(True, (item,))
+        oldest = waiting[0]
+        self.queues[item.task].remove(oldest)
+        self.push(item)
+        return Admission(True, (oldest,))
+
+    def push(self, item: WorkItem) -> None:
+        self.queues[item.task].append(item)
+
+    def add_worker(self, worker: Worker) -> None:
+        self.workers[worker.worker_id] = worker
+
+    def remove_worker(self, worker_id: str) -> Worker | None:
+        return self.workers.pop(worker_id, None)
+
+    def expire(self, now: float, max_age_s: float, task: str) -> list[WorkItem]:
+        """Live mode: items of `task` that waited longer than `max_age_s` leave the queue."""
+        if self.mode != "live":
+            return []
+        queue = self.queues[task]
+        stale = [w for w in queue if now - w.t_enqueue > max_age_s]
+        for w in stale:
+            queue.remove(w)
+        return stale
+
+    def next_dispatches(self) -> list[Dispatch]:
+        """Give every free worker a batch, highest-priority task first."""
+        out = []
+        for task in sorted(self.queues, key=lambda t: -self.priorities[t]):
+            queue = self.queues[task]
+            for worker in self.workers.values():
+                if not queue:
+                    break
+                if worker.task != task or worker.busy or worker.retired:
+                    continue
+                batch = self._take(queue, self.batch_sizes.get(task, 1))
+                worker.busy = True
+                out.append(Dispatch(worker, batch))
+        return out
+
+    def _take(self, queue: deque[WorkItem], n: int) -> tuple[WorkItem, ...]:
+        take = queue.pop if self.mode == "live" else queue.popleft
+        return tuple(take() for _ in range(min(n, len(queue))))
+
+    def done(self, worker_id: str) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.busy = False
+
+    def cancel(self, task: str, predicate) -> list[WorkItem]:
+        queue = self.queues[task]
+        gone = [w for w in queue if predicate(w)]
+        for w in gone:
+            queue.remove(w)
+        return gone
+
+    def queue_depth(self, task: str) -> int:
+        return len(self.queues[task])
+
+    def busy(self, task: str) -> int:
+        return sum(1 for w in self.workers.values() if w.task == task and w.busy)
