@@ -19,10 +19,12 @@ import cv2  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from core.draw import FaceLabel, draw_faces  # noqa: E402
+from core.gallery import GalleryError, GalleryIndex  # noqa: E402
 from core.media import DEFAULT_MAX_PIXELS, MediaError, VideoFrames, is_video, iter_image_files, load_image  # noqa: E402
 from core.records import SUMMARY_SCHEMA, face_record, image_record  # noqa: E402
 from models.analyzer import FaceAnalyzer, FaceResults  # noqa: E402
 from models.detector import DetectorConfig  # noqa: E402
+from models.enrolment import gallery_config  # noqa: E402
 from models.entry import ModelEntryError  # noqa: E402
 from models.files import ModelFileError  # noqa: E402
 from models.registry import ModelRegistry  # noqa: E402
@@ -44,19 +46,23 @@ def parse_args(argv):
                    help="also run this registered attribute model (repeatable)")
     p.add_argument("--no-images", action="store_true", help="write JSON only, no annotated images")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads per model library")
+    p.add_argument("--gallery", type=Path,
+                   help="gallery directory (launch/gallery.py): fill each face's identity from it")
     return p.parse_args(argv)
 
 
-def face_records(results: FaceResults) -> list[dict]:
+def face_records(results: FaceResults, gallery: GalleryIndex | None = None) -> list[dict]:
     faces = results.faces
+    matches = gallery.search(results.identity.vectors) if gallery is not None else [None] * len(faces)
     out = []
-    for i in range(len(faces)):
+    for i, match in enumerate(matches):
+        identity = None if match is None else {"name": match.name, "distance": round(match.distance, 3)}
         gender, gender_score = results.gender.best(i) if results.gender else (None, None)
         expression, _ = results.expression.best(i) if results.expression else (None, None)
         record = face_record(
             faces.boxes[i], faces.scores[i], faces.landmarks[i],
             results.age.ages[i] if results.age else None, gender, gender_score, expression,
-            results.expression.as_dict(i) if results.expression else None, None)
+            results.expression.as_dict(i) if results.expression else None, identity)
         for name, scores in results.attributes.items():
             record.setdefault("attributes", {})[name] = scores.as_dict(i)
         out.append(record)
@@ -67,15 +73,16 @@ def labels_of(records: list[dict]) -> list[FaceLabel]:
     labels = []
     for i, r in enumerate(records):
         lines = [f"{r['gender'] or '?'} {r['age']:.0f}" if r["age"] is not None else (r["gender"] or "face"),
-                 r["expression"] or ""]
+                 r["expression"] or "", r["identity"]["name"] if r["identity"] else ""]
         labels.append(FaceLabel(tuple(r["box"]), tuple(line for line in lines if line), key=i))
     return labels
 
 
 class BatchRun:
-    def __init__(self, args, analyzer: FaceAnalyzer):
+    def __init__(self, args, analyzer: FaceAnalyzer, gallery: GalleryIndex | None = None):
         self.args = args
         self.analyzer = analyzer
+        self.gallery = gallery
         self.images = self.faces = 0
         self.failures: list[dict] = []
 
@@ -85,7 +92,7 @@ class BatchRun:
 
     def write(self, image, source: str, stem: Path) -> None:
         results = self.analyzer.analyze(image)
-        records = face_records(results)
+        records = face_records(results, self.gallery)
         stem.parent.mkdir(parents=True, exist_ok=True)
         record = image_record(source, image.shape[1], image.shape[0], records)
         stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
@@ -128,12 +135,13 @@ def main(argv=None) -> int:
             registry.add_file(args.models)
         analyzer = FaceAnalyzer(registry, attributes=tuple(args.attribute), threads=args.threads,
                                 config=DetectorConfig(threshold=args.threshold, max_side=args.max_side))
-    except (ModelFileError, ModelEntryError) as error:
+        gallery = GalleryIndex.load(args.gallery, gallery_config(analyzer)) if args.gallery else None
+    except (ModelFileError, ModelEntryError, GalleryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     videos = [p for p in args.inputs if is_video(p) and not os.path.isdir(p)]
     images = list(iter_image_files([p for p in args.inputs if p not in videos]))
-    run = BatchRun(args, analyzer)
+    run = BatchRun(args, analyzer, gallery)
     with tqdm(total=len(images) + len(videos), unit="file", desc="analyzing", file=sys.stderr) as bar:
         for path, rel in images:
             run.image(path, rel)

@@ -64,12 +64,34 @@ def test_nearest_k_and_entries() -> None:
     empty = GalleryIndex().nearest(centres["cy"][None], k=2)
     assert empty.rows.tolist() == [[-1, -1]] and np.all(np.isinf(empty.distances))
     assert GalleryIndex().search(centres["cy"][None]) == [None]
+    assert GalleryIndex().closest(centres["cy"][None]) == [None]
+    assert g.search(np.zeros((0, DIM), np.float32)) == []
 
 
 def test_threshold_comes_from_config() -> None:
     g, centres = three_people(GalleryConfig(threshold=0.1))
     probe = near(np.random.default_rng(4), centres["ada"], 1, 0.45)
     assert g.search(probe) == [None]
+
+
+def test_distance_scale_applies_to_distances_and_threshold() -> None:
+    """dlib-scale galleries (x1.4): a probe 0.45 from ada on the unit sphere is 0.63 on dlib's
+    scale, so it is ada at threshold 0.7 and unknown at 0.6, though still the closest."""
+    rng = np.random.default_rng(4)
+    ada = unit(rng, 1)[0]
+    probe = near(rng, ada, 1, 0.45)
+    plain = GalleryIndex()
+    plain.add("ada", ada[None], ["a"])
+    assert plain.nearest(probe).distances[0, 0] == pytest.approx(0.45, abs=1e-4)
+    ada_at_063 = IdentityMatch("ada", pytest.approx(0.63, abs=1e-4))
+    for threshold, expected in [(0.7, ada_at_063), (0.6, None)]:
+        g = GalleryIndex(GalleryConfig(threshold=threshold, distance_scale=1.4))
+        g.add("ada", ada[None], ["a"])
+        assert g.nearest(probe).distances[0, 0] == pytest.approx(0.63, abs=1e-4)
+        assert g.search(probe) == [expected]
+        assert g.closest(probe) == [ada_at_063]
+    with pytest.raises(ValueError, match="distance_scale"):
+        GalleryConfig(distance_scale=0.0)
 
 
 def test_rejects_bad_input() -> None:
