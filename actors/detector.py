@@ -25,6 +25,9 @@ class DetectorActor:
         specs = [registry.get(names[t]).crop for t in ("age", "gender", "expression", "identity")]
         self.stage = FaceDetectionStage(registry, specs, names["detection"], names["landmarks"], config, threads)
 
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
     @ray.method(num_returns=2)
     def detect(self, frame: FrameRef) -> tuple[FaceBoxes, FaceCrops]:
         return self.stage(ray.get(frame.ref))

@@ -68,6 +68,9 @@ class Pipeline:
         tracks = sum(ray.get([t.finish.remote() for t in trackers]))
         ray.get([s.close.remote() for s in sinks] + [event_log.close.remote()])
         summary = ray.get(self.scheduler.summary.remote())
+        ray.get(self.scheduler.shutdown.remote())
+        for handle in [*self.captures, *trackers, *sinks, event_log, self.scheduler]:
+            ray.kill(handle)
         return RunResult(summary, tracks, tuple(reports), videos, events_path)
 
     def stop(self) -> None:

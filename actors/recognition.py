@@ -43,6 +43,9 @@ class _Recognition:
 
     def setup(self, threads: int) -> None: ...
 
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
     def crop_keys(self) -> list[str]: ...
 
     def run(self, jobs: list[RecognitionJob]) -> list[Recognised]:

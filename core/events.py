@@ -2,6 +2,7 @@
 `"type"`. The schema is documented in the README; `read_events` is its reader."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,4 +36,8 @@ def read_events(path: Path) -> Iterator[dict]:
         except (msgpack.exceptions.ExtraData, msgpack.exceptions.UnpackException, ValueError) as error:
             if isinstance(error, EventFormatError):
                 raise
-            raise EventFormatError(f"{path}: corrupt event file: {error}") from error
+            raise EventFormatError(f"{path}: corrupt event file at byte {unpacker.tell()}: "
+                                   f"{error or type(error).__name__}") from error
+        # msgpack stops quietly at the end of the file even inside a record
+        if unpacker.tell() != os.fstat(f.fileno()).st_size:
+            raise EventFormatError(f"{path}: cut off after byte {unpacker.tell()} (the last event is incomplete)")

@@ -19,7 +19,8 @@ class FusionConfig:
     expression_alpha: float = 0.3
     identity_window: int = 7
     # dlib ResNet embeddings: same person below 0.6
-    identity_max_distance: float = 0.6
+    # the gallery's threshold (core/gallery.py GalleryConfig), on dlib's distance scale
+    identity_max_distance: float = 0.55
     # age/gender count as converged once the standard error of the windowed mean is this small
     converged_min_observations: int = 5
     age_converged_se_years: float = 1.5

@@ -95,6 +95,15 @@ class PriorityScheduler:
     def pool_sizes(self) -> dict[str, int]:
         return {t: sum(1 for w in self.policy.workers.values() if w.task == t and not w.retired) for t in TASKS}
 
+    async def pool_nodes(self) -> dict[str, list[str]]:
+        """Node id of every pool actor, by task: where Ray placed them."""
+        workers = [w for w in self.policy.workers.values() if not w.retired]
+        nodes = await asyncio.gather(*[w.handle.node_id.remote() for w in workers])
+        out: dict[str, list[str]] = {}
+        for worker, node in zip(workers, nodes):
+            out.setdefault(worker.task, []).append(node)
+        return out
+
     def register_stream(self, stream: str, tracker) -> None:
         self.trackers[stream] = tracker
 
@@ -216,6 +225,12 @@ class PriorityScheduler:
         for item, result in zip(items, results):
             if not item.payload[1].done():
                 item.payload[1].set_result(result)
+
+    def shutdown(self) -> None:
+        """Stop every pool actor: a finished run gives its CPUs back to the cluster."""
+        for worker in list(self.policy.workers.values()):
+            ray.kill(worker.handle)
+            self.policy.remove_worker(worker.worker_id)
 
     # ---- reporting
     def summary(self) -> RunSummary:

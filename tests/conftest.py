@@ -39,3 +39,28 @@ def photo():
     from core.media import load_image
 
     return lambda name: load_image(PHOTOS / name)
+
+
+@pytest.fixture(scope="session")
+def ray_env(tmp_path_factory):
+    """Every Ray started by the tests stays on 127.0.0.1, keeps its files in a short temp dir
+    (socket paths are limited to 107 bytes) and needs no token."""
+    import tempfile
+
+    from actors.cluster import local_only_environment
+
+    local_only_environment()
+    tmp = tempfile.mkdtemp(prefix="flray-", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = tmp
+    yield tmp
+
+
+@pytest.fixture(scope="module")
+def local_ray(ray_env):
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=400 * 2**20, include_dashboard=False,
+             _node_ip_address="127.0.0.1", _temp_dir=ray_env, logging_level="warning",
+             runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}})
+    yield ray
+    ray.shutdown()
