@@ -42,7 +42,9 @@ class CaptureActor:
                 errors.append(item.error)
                 ray.get(self.scheduler.drop_uncaptured.remote(self.stream, seq, "decode_error"))
             else:
-                frame = FrameRef(self.stream, seq, time.time(), item.image.shape, ray.put(item.image))
+                now = time.time()
+                t_stream = seq / self.source.fps if self.source.is_file else now
+                frame = FrameRef(self.stream, seq, now, item.image.shape, ray.put(item.image), t_stream)
                 ray.get(self.scheduler.admit.remote(frame))
             seq += 1
             if self.realtime and self.source.is_file:

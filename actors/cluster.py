@@ -16,6 +16,8 @@ def local_only_environment() -> None:
 def connect(address: str | None, num_cpus: int | None = None, object_store_mb: int | None = None) -> str:
     """Join `address` (or RAY_ADDRESS, or a cluster `ray start` left running); with none running,
     start a local one. Returns a line that says which happened."""
+    if ray.is_initialized():
+        return "using the Ray this process is already connected to"
     runtime_env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "RAY_DEDUP_LOGS": "1"}}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:

@@ -8,9 +8,11 @@ from pathlib import Path
 import ray
 
 from actors.capture import CaptureActor, CaptureReport
+from actors.gallery import GalleryKeeper
 from actors.sinks import EventLogActor, VideoSinkActor
 from actors.tracker import TrackerActor
 from core.config import PipelineConfig
+from core.gallery import GalleryConfig
 from core.sources import stream_name
 from models.registry import DEFAULT_MODELS, ModelRegistry
 from schedulers.scheduler import PriorityScheduler, RunSummary
@@ -20,6 +22,7 @@ from schedulers.scheduler import PriorityScheduler, RunSummary
 class RunResult:
     summary: RunSummary
     tracks: int
+    fresh_share: float  # faces whose attributes are at most 0.5 s old
     captures: tuple[CaptureReport, ...]
     videos: dict[str, str]
     events: str
@@ -35,9 +38,14 @@ def _labels(config: PipelineConfig):
 
 
 class Pipeline:
-    def __init__(self, config: PipelineConfig, out: Path):
-        self.config, self.out = config, Path(out)
-        self.scheduler = PriorityScheduler.remote(config)
+    def __init__(self, config: PipelineConfig, out: Path, view=None):
+        self.config, self.out, self.view = config, Path(out), view
+        self.gallery = None
+        if config.gallery or config.enrol_unknown:
+            registry = ModelRegistry()
+            scale = registry.get(DEFAULT_MODELS["identity"]).distance_scale
+            self.gallery = GalleryKeeper.remote(config.gallery, GalleryConfig(distance_scale=scale))
+        self.scheduler = PriorityScheduler.remote(config, self.gallery)
         self.captures: list = []
 
     def start(self) -> dict[str, int]:
@@ -47,7 +55,7 @@ class Pipeline:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         events_path = str((self.out / "events.msgpack").resolve())
-        event_log = EventLogActor.remote(events_path)
+        event_log = EventLogActor.remote(events_path, self.view)
         realtime = cfg.mode == "live" if cfg.realtime is None else cfg.realtime
         labels = _labels(cfg)
         trackers, sinks, videos = [], [], {}
@@ -57,21 +65,24 @@ class Pipeline:
             fps = ray.get(capture.fps.remote())
             folder = self.out if len(cfg.sources) == 1 else self.out / stream.replace(":", "-")
             videos[stream] = str((folder / "annotated.mp4").resolve())
-            sink = VideoSinkActor.remote(videos[stream], fps)
-            tracker = TrackerActor.remote(stream, self.scheduler, sink, event_log, cfg, labels)
+            sink = VideoSinkActor.remote(videos[stream], fps, stream, self.view)
+            tracker = TrackerActor.remote(stream, self.scheduler, sink, event_log, cfg, labels, self.gallery)
             ray.get(self.scheduler.register_stream.remote(stream, tracker))
             self.captures.append(capture)
             trackers.append(tracker)
             sinks.append(sink)
         reports = ray.get([c.run.remote() for c in self.captures])
         ray.get(self.scheduler.drain.remote())
-        tracks = sum(ray.get([t.finish.remote() for t in trackers]))
+        reports_t = ray.get([t.finish.remote() for t in trackers])
+        tracks = sum(r.tracks for r in reports_t)
+        shown = sum(r.faces_shown for r in reports_t)
+        fresh = sum(r.faces_fresh for r in reports_t) / shown if shown else 0.0
         ray.get([s.close.remote() for s in sinks] + [event_log.close.remote()])
         summary = ray.get(self.scheduler.summary.remote())
         ray.get(self.scheduler.shutdown.remote())
-        for handle in [*self.captures, *trackers, *sinks, event_log, self.scheduler]:
+        for handle in [*self.captures, *trackers, *sinks, event_log, self.scheduler, *filter(None, [self.gallery])]:
             ray.kill(handle)
-        return RunResult(summary, tracks, tuple(reports), videos, events_path)
+        return RunResult(summary, tracks, fresh, tuple(reports), videos, events_path)
 
     def stop(self) -> None:
         """Ask every capture to stop; frames in flight still finish."""

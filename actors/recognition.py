@@ -2,12 +2,14 @@
 on all their chips, and returns one `Recognised` per job. Only crops reach them, never frames."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import ray
 
+from actors.gallery import replica
+from core.gallery import GalleryConfig
 from core.messages import AgeEstimates, ClassScores
 from core.stream import Recognised
 from models.registry import DEFAULT_MODELS, ModelRegistry
@@ -33,12 +35,14 @@ def _registry(models_file: str | None) -> ModelRegistry:
 class _Recognition:
     task = ""
 
-    def __init__(self, models: dict[str, str] | None = None, threads: int = 1, models_file: str | None = None):
+    def __init__(self, models: dict[str, str] | None = None, threads: int = 1, models_file: str | None = None,
+                 gallery=None):
         import cv2
 
         cv2.setNumThreads(threads)
         self.registry = _registry(models_file)
         self.models = DEFAULT_MODELS | (models or {})
+        self.keeper = gallery
         self.setup(threads)
 
     def setup(self, threads: int) -> None: ...
@@ -109,13 +113,28 @@ class IdentityActor(_Recognition):
     def setup(self, threads):
         self.embedder = self.registry.load(self.models["identity"], threads)
         self.gallery = None
+        self.version = -1
 
     def crop_keys(self):
         return [self.embedder.crop.key]
 
+    def _sync(self) -> None:
+        """Bring the replica up to the keeper's version (one small call per batch)."""
+        if ray.get(self.keeper.version.remote()) == self.version:
+            return
+        for change in ray.get(self.keeper.since.remote(self.version)):
+            self.gallery = replica(change.rows, GalleryConfig(distance_scale=self.embedder.entry.distance_scale),
+                                   self.gallery)
+            self.version = change.version
+
     def infer(self, chips):
         vectors = self.embedder(chips[self.embedder.crop.key]).vectors
-        matches = tuple(self.gallery.search(vectors)) if self.gallery is not None and len(vectors) else ()
+        if self.keeper is None or not len(vectors):
+            return vectors, ()
+        self._sync()
+        if not len(self.gallery):
+            return vectors, (None,) * len(vectors)
+        matches = tuple(m and replace(m, watched=self.gallery.is_watched(m.name)) for m in self.gallery.search(vectors))
         return vectors, matches
 
     def split(self, out, jobs, b):

@@ -14,13 +14,19 @@ from core.messages import FrameRef
 
 @ray.remote(num_cpus=0)
 class VideoSinkActor:
-    def __init__(self, path: str, fps: float):
+    """Writes a stream's annotated video; with a live view, also hands it each frame as JPEG."""
+
+    def __init__(self, path: str, fps: float, stream: str = "", view=None):
         self.path, self.fps = path, fps
+        self.stream, self.view = stream, view
         self.writer = None
         self.frames = 0
 
     def write(self, frame: FrameRef, labels: list[FaceLabel], banner: str | None = None) -> None:
         image = draw_faces(ray.get(frame.ref), labels, banner)
+        if self.view is not None:
+            ok, jpeg = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 75])
+            self.view.frame.remote(self.stream, frame.seq, frame.t_capture, jpeg.tobytes())
         if self.writer is None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
@@ -39,7 +45,8 @@ class VideoSinkActor:
 class EventLogActor:
     """Appends msgpack events to one file, readable only by its owner (it describes people)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, view=None):
+        self.view = view
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self.file = os.fdopen(fd, "wb")
@@ -49,6 +56,8 @@ class EventLogActor:
         for event in events:
             self.file.write(msgpack.packb(event, use_bin_type=True))
         self.count += len(events)
+        if self.view is not None:
+            self.view.events.remote(events)
 
     def close(self) -> int:
         self.file.close()

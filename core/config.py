@@ -54,6 +54,10 @@ class PipelineConfig:
     fusion: FusionConfig = FusionConfig()
     budget: BudgetConfig = BudgetConfig()
     models_file: str | None = None
+    gallery: str | None = None  # gallery directory identity actors search
+    enrol_unknown: bool = False  # enrol confirmed tracks nobody matches as unknown-N
+    enrol_after: int = 2  # identity results without a match before a track is enrolled
+    alarm_cooldown_s: float = 30.0  # a watched person raises at most one alarm per this, per stream
 
     def pool(self, task: str) -> PoolSpec:
         for spec in self.pools:

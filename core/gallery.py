@@ -106,6 +106,14 @@ class GalleryEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class GalleryRows:
+    names: tuple[str, ...]  # one per row
+    vectors: np.ndarray  # (rows, dim) unit vectors
+    sources: tuple[str, ...]
+    watched: tuple[str, ...]  # people on the watchlist
+
+
+@dataclass(frozen=True, slots=True)
 class PersonSummary:
     name: str
     embeddings: int
@@ -353,6 +361,12 @@ class GalleryIndex:
             raise ValueError("vectors must be finite and non-zero")
         x /= norms[:, None]
         return x
+
+    def export(self) -> GalleryRows:
+        """Every stored row, to rebuild an equal index elsewhere (a replica in another process)."""
+        with self._lock:
+            return GalleryRows(tuple(self._names[p] for p in self._row_person), self._stored_vectors(),
+                               tuple(self._row_source), tuple(n for n, w in zip(self._names, self._watch) if w))
 
     def _stored_vectors(self) -> np.ndarray:
         if self._index.ntotal == 0:

@@ -11,13 +11,15 @@ import numpy as np
 @dataclass(frozen=True, slots=True)
 class FrameRef:
     """One captured frame. `ref` is a Ray ObjectRef to an HxWx3 RGB uint8 array; core never
-    imports Ray, so it is typed Any here."""
+    imports Ray, so it is typed Any here. `t_capture` is wall-clock (latency); `t_stream` is the
+    stream's own clock: video time for a file, wall-clock for a camera."""
 
     stream: str
     seq: int
     t_capture: float
     shape: tuple[int, int, int]
     ref: Any
+    t_stream: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +85,4 @@ class Embeddings:
 class IdentityMatch:
     name: str
     distance: float
+    watched: bool = False

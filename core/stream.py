@@ -3,7 +3,7 @@ in frame order, tracks faces, plans recognition jobs with the budget, fuses thei
 track, and says what each frame shows once its jobs are in."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,6 +36,7 @@ class FrameWork:
     track_ids: tuple[int, ...]
     jobs: tuple[JobSpec, ...]
     events: tuple[dict, ...]
+    t: float = 0.0  # the stream's clock (video time for files), which tracking runs on
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +56,21 @@ class Recognised:
 class FrameOutput:
     labels: tuple[FaceLabel, ...]
     event: dict
+    extra_events: tuple[dict, ...] = ()  # alarms and enrolments since the previous frame
+    banner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolRequest:
+    track_id: int
+    vectors: np.ndarray  # the track's embeddings that matched nobody
 
 
 class StreamTracker:
     def __init__(self, stream: str, age_bins, gender_labels, expression_labels,
                  tracker: TrackerConfig = TrackerConfig(), fusion: FusionConfig = FusionConfig(),
-                 budget: BudgetConfig = BudgetConfig(), tasks: tuple[str, ...] = tuple(Task)):
+                 budget: BudgetConfig = BudgetConfig(), tasks: tuple[str, ...] = tuple(Task),
+                 alarm_cooldown_s: float = 30.0, enrol_after: int | None = None):
         self.stream = stream
         self.tracker = Tracker(tracker)
         self.budget = RecognitionBudget(budget)
@@ -71,21 +81,38 @@ class StreamTracker:
         self.next_seq = 0
         self._waiting: dict[int, tuple[float, FaceBoxes | None]] = {}
         self.tracks_started = 0
+        # freshness: capture time of the frame behind each track's latest result, per task
+        self.fresh_within_s = 0.5
+        self._result_t: dict[int, dict[str, float]] = {}
+        self.faces_shown = 0
+        self.faces_fresh = 0
+        self.alarm_cooldown_s, self.enrol_after = alarm_cooldown_s, enrol_after
+        self._watched: set[str] = set()
+        self._last_alarm: dict[str, float] = {}
+        self._alarmed: set[int] = set()
+        self._unmatched: dict[int, list[np.ndarray]] = {}
+        self._matched: set[int] = set()
+        self._named: dict[int, str] = {}  # tracks enrolled from this stream, shown at once
+        self._enrolling: set[int] = set()
+        self._events: list[dict] = []
+        self._banner: tuple[str, float] | None = None
 
-    def add(self, seq: int, t_capture: float, faces: FaceBoxes | None) -> list[FrameWork]:
-        """Detections of frame `seq` (None: the frame was dropped); returns the frames that are
-        now in order, oldest first."""
-        self._waiting[seq] = (t_capture, faces)
+    def add(self, seq: int, t: float, faces: FaceBoxes | None, t_capture: float | None = None) -> list[FrameWork]:
+        """Detections of frame `seq` (None: the frame was dropped) at stream time `t`, captured at
+        wall-clock `t_capture` (default `t`); returns the frames now in order, oldest first.
+        Tracking runs on stream time: for a file, wall-clock gaps follow processing speed, not
+        motion, and would throw the motion model off."""
+        self._waiting[seq] = (t, faces, t if t_capture is None else t_capture)
         ready = []
         while self.next_seq in self._waiting:
-            t, found = self._waiting.pop(self.next_seq)
-            ready.append(self._step(self.next_seq, t, found))
+            t, found, wall = self._waiting.pop(self.next_seq)
+            ready.append(self._step(self.next_seq, t, found, wall))
             self.next_seq += 1
         return ready
 
-    def _step(self, seq: int, t: float, faces: FaceBoxes | None) -> FrameWork:
+    def _step(self, seq: int, t: float, faces: FaceBoxes | None, t_capture: float) -> FrameWork:
         if faces is None:
-            return FrameWork(seq, t, None, (), (), ())
+            return FrameWork(seq, t_capture, None, (), (), (), t)
         update = self.tracker.update(t, faces.boxes, faces.scores)
         events = []
         for track_id in update.started:
@@ -103,7 +130,7 @@ class StreamTracker:
                 by_task.setdefault(str(job.task), []).append(job.track_id)
             self.budget.complete(job)
         jobs = tuple(JobSpec(task, tuple(index_of[tid] for tid in tids), tuple(tids)) for task, tids in by_task.items())
-        return FrameWork(seq, t, faces, tuple(update.track_ids), jobs, tuple(events))
+        return FrameWork(seq, t_capture, faces, tuple(update.track_ids), jobs, tuple(events), t)
 
     def _end(self, ended, t: float) -> list[dict]:
         events = []
@@ -113,17 +140,24 @@ class StreamTracker:
             events.append(track_event("track_end", self.stream, end.track_id, t, t_first=end.t_first,
                                       t_last_seen=end.t_last_seen, hits=end.hits, **summary))
         self.budget.forget([e.track_id for e in ended])
+        for end in ended:
+            self._result_t.pop(end.track_id, None)
+            self._unmatched.pop(end.track_id, None)
         return events
 
     def finish(self, t: float) -> list[dict]:
         """End every track (the stream is over)."""
         return self._end(self.tracker.end_all(), t)
 
-    def fuse(self, result: Recognised) -> None:
+    def fuse(self, result: Recognised, t_frame: float | None = None) -> None:
+        """Fold a job's results into its tracks; `t_frame` is the capture time of the frame the
+        job's crops came from (it dates the result for the freshness figure)."""
         for row, track_id in enumerate(result.track_ids):
             fusion = self.fusions.get(track_id)
             if fusion is None:  # the track ended while its job ran
                 continue
+            if t_frame is not None:
+                self._result_t.setdefault(track_id, {})[result.task] = t_frame
             if result.age is not None:
                 fusion.add_age(result.age.posteriors[row])
             if result.gender is not None:
@@ -135,6 +169,40 @@ class StreamTracker:
             if result.matches:
                 match = result.matches[row]
                 fusion.add_identity(match.name if match else None, match.distance if match else float("inf"))
+                self._note_match(track_id, match, result.embeddings[row], fusion, t_frame)
+
+    def _note_match(self, track_id: int, match, embedding: np.ndarray, fusion: TrackFusion, t: float | None) -> None:
+        if match is None:
+            self._unmatched.setdefault(track_id, []).append(embedding)
+            return
+        self._matched.add(track_id)
+        if match.watched:
+            self._watched.add(match.name)
+        fused = fusion.snapshot()
+        name = fused.identity
+        t = t if t is not None else 0.0
+        if (name in self._watched and track_id not in self._alarmed
+                and t - self._last_alarm.get(name, -1e18) >= self.alarm_cooldown_s):
+            # one alarm per appearance: once per track, and not again for the cooldown
+            self._alarmed.add(track_id)
+            self._last_alarm[name] = t
+            self._events.append(track_event("alarm", self.stream, track_id, t, name=name,
+                                            distance=round(float(fused.identity_distance), 3)))
+            self._banner = (f"WATCHLIST: {name} (track {track_id})", t + 3.0)
+
+    def enrol_requests(self) -> list[EnrolRequest]:
+        """Confirmed tracks that matched nobody `enrol_after` times and were never matched."""
+        if self.enrol_after is None:
+            return []
+        ready = [tid for tid, vecs in self._unmatched.items()
+                 if len(vecs) >= self.enrol_after and tid not in self._matched and tid not in self._enrolling
+                 and tid in self.fusions]
+        self._enrolling.update(ready)
+        return [EnrolRequest(tid, np.stack(self._unmatched[tid])) for tid in ready]
+
+    def enrolled(self, track_id: int, name: str, t: float) -> None:
+        self._named[track_id] = name
+        self._events.append(track_event("enrol", self.stream, track_id, t, name=name))
 
     def output(self, work: FrameWork) -> FrameOutput:
         """What frame `work` shows, with the tracks' fused attributes as they are now."""
@@ -143,12 +211,21 @@ class StreamTracker:
             box = work.faces.boxes[i]
             fusion = self.fusions.get(track_id)
             fused = fusion.snapshot() if fusion else None
+            if fused is not None and fused.identity is None and track_id in self._named:
+                fused = replace(fused, identity=self._named[track_id], identity_distance=0.0)
             record = face_record(box, work.faces.scores[i], work.faces.landmarks[i], *(
                 _attributes(fused) if fused else (None,) * 6))
             record["track_id"] = track_id
             faces.append(record)
+            if track_id != UNCONFIRMED:
+                self.faces_shown += 1
+                dated = self._result_t.get(track_id, {})
+                if all(work.t - dated.get(task, -1e18) <= self.fresh_within_s for task in self.tasks):
+                    self.faces_fresh += 1
             labels.append(FaceLabel(tuple(float(v) for v in box), _label_lines(track_id, fused), key=max(track_id, 0)))
-        return FrameOutput(tuple(labels), frame_event(self.stream, work.seq, work.t_capture, faces))
+        extra, self._events = tuple(self._events), []
+        banner = self._banner[0] if self._banner and work.t <= self._banner[1] else None
+        return FrameOutput(tuple(labels), frame_event(self.stream, work.seq, work.t_capture, faces), extra, banner)
 
 
 def _attributes(f: FusedAttributes):

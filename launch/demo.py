@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,8 +38,15 @@ def parse_args(argv):
     p.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                    help="play files at their frame rate, like a camera (default: on in live mode)")
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out/)")
+    p.add_argument("--gallery", help="gallery directory (launch/gallery.py) to name faces from; watchlisted people raise alarms")
+    p.add_argument("--enrol-unknown", action="store_true",
+                   help="enrol confirmed tracks nobody matches as unknown-N into the gallery (searchable at once)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, a running cluster, or a new local one)")
     p.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray (default: all)")
+    p.add_argument("--view", nargs="?", const="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="serve a live web view of the run with hot swap controls (default 127.0.0.1:8080)")
+    p.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
+                   help="with --view: keep the page up this long after the run ends")
     return p.parse_args(argv)
 
 
@@ -53,7 +61,8 @@ def build_config(args):
     return replace(config, sources=sources, mode=args.mode or config.mode, pools=tuple(pools.values()),
                    gpu=args.gpu or config.gpu, duration=args.duration or config.duration,
                    loop=args.loop or config.loop, realtime=args.realtime if args.realtime is not None else config.realtime,
-                   models_file=models_file).validate()
+                   models_file=models_file, gallery=args.gallery or config.gallery,
+                   enrol_unknown=args.enrol_unknown or config.enrol_unknown).validate()
 
 
 def summary_json(result) -> dict:
@@ -61,14 +70,16 @@ def summary_json(result) -> dict:
     return {"frames": {"captured": s.captured, "processed": s.processed, "dropped": s.dropped},
             "stages": {name: {"fps": round(f.fps, 2), "latency_ms": {"p50": round(f.p50_ms, 1), "p95": round(f.p95_ms, 1)}}
                        for name, f in s.stages.items()},
-            "tracks": result.tracks, "faces": s.faces, "seconds": round(s.seconds, 2)}
+            "tracks": result.tracks, "faces": s.faces, "fresh_attributes": round(result.fresh_share, 3),
+            "seconds": round(s.seconds, 2)}
 
 
 def summary_table(data: dict) -> str:
     f = data["frames"]
     dropped = ", ".join(f"{k} {v}" for k, v in f["dropped"].items()) or "none"
     lines = [f"frames: captured {f['captured']}, processed {f['processed']}, dropped {sum(f['dropped'].values())} ({dropped})",
-             f"tracks: {data['tracks']}, faces: {data['faces']}, seconds: {data['seconds']}",
+             f"tracks: {data['tracks']}, faces: {data['faces']}, attributes fresher than 0.5 s: "
+             f"{data['fresh_attributes']:.0%}, seconds: {data['seconds']}",
              f"{'stage':<12} {'per s':>8} {'p50 ms':>8} {'p95 ms':>8}"]
     for name, st in data["stages"].items():
         lines.append(f"{name:<12} {st['fps']:>8.1f} {st['latency_ms']['p50']:>8.1f} {st['latency_ms']['p95']:>8.1f}")
@@ -88,8 +99,23 @@ def main(argv=None) -> int:
     from actors.pipeline import Pipeline
 
     print(connect(args.address, args.num_cpus), file=sys.stderr)
+    view = None
+    if args.view is not None:
+        from actors.webview import ViewError, parse_address, start_view
+
+        try:
+            view, url = start_view(config, args.view)
+        except ViewError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"live view: {url}", file=sys.stderr)
+        if parse_address(args.view)[0] not in ("127.0.0.1", "localhost", "::1"):
+            print("warning: the live view has no login and its controls change the run; "
+                  "anyone who reaches this address can use them", file=sys.stderr)
     try:
-        pipeline = Pipeline(config, args.out)
+        pipeline = Pipeline(config, args.out, view=view)
+        if view is not None:
+            view.attach.remote(pipeline.scheduler)
         sizes = pipeline.start()
         print("pools: " + ", ".join(f"{t} x{n}" for t, n in sizes.items()) + f"; mode {config.mode}", file=sys.stderr)
         try:
@@ -115,6 +141,14 @@ def main(argv=None) -> int:
     for report in result.captures:
         for error in report.errors:
             print(f"warning: {error}", file=sys.stderr)
+    if view is not None:
+        ray.get(view.finish.remote(result.summary))
+        if args.hold > 0:
+            print(f"live view stays up for {args.hold:g} s (Ctrl-C ends it)", file=sys.stderr)
+            try:
+                time.sleep(args.hold)
+            except KeyboardInterrupt:
+                pass
     return 0
 
 

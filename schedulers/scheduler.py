@@ -47,8 +47,9 @@ def check_feasible(spec: PoolSpec, cluster: dict[str, float]) -> None:
 
 @ray.remote(num_cpus=0)
 class PriorityScheduler:
-    def __init__(self, config: PipelineConfig):
+    def __init__(self, config: PipelineConfig, gallery=None):
         self.config = config
+        self.gallery = gallery
         specs = config.all_pools()
         self.specs = {s.task: s for s in specs}
         self.policy = SchedulingPolicy({s.task: s.priority for s in specs}, config.mode, config.max_in_flight,
@@ -67,13 +68,47 @@ class PriorityScheduler:
         cluster = ray.cluster_resources()
         for spec in self.specs.values():
             check_feasible(spec, cluster)
-        handles = [self._spawn(spec) for spec in self.specs.values() for _ in range(spec.count)]
+        await self._ready([self._spawn(spec) for spec in self.specs.values() for _ in range(spec.count)], timeout_s)
+        return self.pool_sizes()
+
+    async def resize_pool(self, task: str, count: int) -> dict[str, int]:
+        """Grow or shrink a task's pool while frames flow: new actors join once ready, surplus
+        ones finish the batch they hold and leave."""
+        live = [w for w in self.policy.workers.values() if w.task == task and not w.retired]
+        if count > len(live):
+            await self._ready([self._spawn(self.specs[task]) for _ in range(count - len(live))])
+        for worker in live[count:]:
+            self._retire(worker)
+        return self.pool_sizes()
+
+    async def swap_model(self, task: str, model: str | None = None, detector_threshold: float | None = None) -> dict[str, int]:
+        """Replace a task's actors with ones running another model (or detector threshold): the new
+        pool starts and takes over, the old one drains; no frame is lost or counted twice."""
+        if detector_threshold is not None:
+            self.config = replace(self.config, detector_threshold=detector_threshold)
+        self.specs[task] = replace(self.specs[task], model=model or self.specs[task].model)
+        old = [w for w in self.policy.workers.values() if w.task == task and not w.retired]
+        await self._ready([self._spawn(self.specs[task]) for _ in range(max(1, len(old)))])
+        for worker in old:
+            self._retire(worker)
+        self._pump()
+        return self.pool_sizes()
+
+    async def _ready(self, handles, timeout_s: float = 300.0) -> None:
         try:
             await asyncio.wait_for(asyncio.gather(*[h.__ray_ready__.remote() for h in handles]), timeout_s)
         except asyncio.TimeoutError:
             raise ConfigError(f"pool actors not running after {timeout_s:.0f} s: the cluster lacks the resources "
                               f"they ask for ({ray.available_resources()} available)") from None
-        return self.pool_sizes()
+
+    def _retire(self, worker: Worker) -> None:
+        worker.retired = True
+        if not worker.busy:
+            self._release(worker)
+
+    def _release(self, worker: Worker) -> None:
+        self.policy.remove_worker(worker.worker_id)
+        ray.kill(worker.handle)
 
     def _spawn(self, spec: PoolSpec):
         cfg = self.config
@@ -87,7 +122,8 @@ class PriorityScheduler:
         else:
             main_model = {"expression": "expression", "age_gender": "age", "identity": "identity"}[spec.task]
             models = {main_model: spec.model} if spec.model else None
-            handle = RECOGNITION_ACTORS[spec.task].options(**options).remote(models, cfg.threads, cfg.models_file)
+            extra = (self.gallery,) if spec.task == "identity" else ()
+            handle = RECOGNITION_ACTORS[spec.task].options(**options).remote(models, cfg.threads, cfg.models_file, *extra)
         self._next_worker += 1
         self.policy.add_worker(Worker(f"{spec.task}-{self._next_worker}", spec.task, handle))
         return handle
@@ -195,6 +231,8 @@ class PriorityScheduler:
             self.metrics.latency.observe(elapsed * 1000, tags={"stage": worker.task})
         finally:
             self.policy.done(worker.worker_id)
+            if worker.retired:
+                self._release(worker)
             self._pump()
 
     async def _detect(self, worker: Worker, item: WorkItem) -> None:
@@ -212,7 +250,7 @@ class PriorityScheduler:
         self.faces += len(faces)
         if len(faces):  # Ray's counters refuse 0
             self.metrics.faces.inc(len(faces), tags={"stream": frame.stream})
-        self.trackers[frame.stream].on_detections.remote(frame.stream, frame.seq, frame.t_capture, faces,
+        self.trackers[frame.stream].on_detections.remote(frame.stream, frame.seq, frame.t_stream, faces,
                                                          [crops_ref], frame)
 
     async def _recognise(self, worker: Worker, items) -> None:
@@ -229,8 +267,7 @@ class PriorityScheduler:
     def shutdown(self) -> None:
         """Stop every pool actor: a finished run gives its CPUs back to the cluster."""
         for worker in list(self.policy.workers.values()):
-            ray.kill(worker.handle)
-            self.policy.remove_worker(worker.worker_id)
+            self._release(worker)
 
     # ---- reporting
     def summary(self) -> RunSummary:
