@@ -192,7 +192,7 @@ def eps_candidates(distances: np.ndarray, min_samples: int, count: int = 24) -> 
     a person would read off lies."""
     k = min(min_samples, len(distances)) - 1
     kth = np.sort(distances, axis=1)[:, k]
-    return np.unique(np.round(np.quantile(kth, np.linspace(0.05, 1.0, count)), 4))
+    return np.unique(np.quantile(kth, np.linspace(0.05, 1.0, count)))
 
 
 def dbscan(x: np.ndarray, min_samples: int = 3, eps_values: Sequence[float] | None = None,

@@ -44,6 +44,9 @@ THUMBNAILS = 8
 # Eigenfaces of a big cluster come from an even sample of this many members: the leading
 # components are settled long before, and the SVD of every member would dominate the run.
 EIGEN_SAMPLE = 400
+# A component that explains less than this share of a small cluster's variance is rounding noise,
+# and stretched to full contrast it would look like structure.
+MIN_COMPONENT_SHARE = 0.01
 EMBED_BATCH = 32
 
 
@@ -113,7 +116,8 @@ def faces_from_analyze(folder: Path) -> list[Face]:
             continue
         source = record["source"]
         video, _, frame = source.partition("#frame=")
-        caption = f"{Path(video).name} frame {frame}" if frame else Path(source).name
+        # the folder too: a gallery names its people by folder and its files img1, img2...
+        caption = f"{Path(video).name} frame {frame}" if frame else "/".join(Path(source).parts[-2:])
         for face in record.get("faces", ()):
             faces.append(Face(source, caption, face["box"], _landmarks(face, str(path)), _attributes(face)))
     return faces
@@ -278,12 +282,18 @@ def silhouette_chart(result: Clustering, width: int = 360, height: int = 90) -> 
     step = width / max(n, 1)
     parts = []
     for j, (param, score) in enumerate(result.tried):
-        h = max(0.0, score or 0.0) * (height - 20)
+        h = max(0.0, score or 0.0) * (height - 32)
         fill = "#333" if param == result.param else "#bbb"
         label = f"{int(param)}" if result.param_name == "k" else f"{param:.3f}"
         title = f"{result.param_name}={label}: " + ("fewer than 2 clusters" if score is None else f"{score:.3f}")
         parts.append(f'<rect x="{j * step + 1:.1f}" y="{height - 14 - h:.1f}" width="{max(step - 2, 1):.1f}" '
                      f'height="{h:.1f}" fill="{fill}"><title>{html.escape(title)}</title></rect>')
+        if param == result.param:
+            # anchored away from the nearer edge, so that the label is never cut off
+            anchor = "start" if j < n / 3 else "end" if j >= 2 * n / 3 else "middle"
+            x = {"start": j * step + 1, "end": (j + 1) * step - 1, "middle": (j + 0.5) * step}[anchor]
+            parts.append(f'<text x="{x:.1f}" y="{height - 17 - h:.1f}" text-anchor="{anchor}">'
+                         f'{label}: {score:.3f}</text>')
     first, last = result.tried[0][0], result.tried[-1][0]
     fmt = (lambda v: f"{int(v)}") if result.param_name == "k" else (lambda v: f"{v:.3f}")
     parts.append(f'<text x="0" y="{height - 2}">{result.param_name}={fmt(first)}</text>'
@@ -298,10 +308,11 @@ h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 32px; border-bottom: 1
 .cluster { border: 1px solid #ddd; border-radius: 6px; padding: 12px; margin: 12px 0; display: flex;
            flex-wrap: wrap; gap: 24px; }
 .cluster h3 { width: 100%; margin: 0; font-size: 16px; }
-figure { margin: 0; display: inline-block; text-align: center; font-size: 11px; color: #555; }
-figure img { display: block; width: 96px; height: 96px; image-rendering: auto; }
-.faces figure img { width: 72px; height: 72px; }
-.faces { max-width: 360px; }
+figure { margin: 0 2px 4px 0; display: inline-block; vertical-align: top; width: 96px; text-align: center;
+         font-size: 10px; color: #555; overflow-wrap: anywhere; }
+figure img { display: block; width: 96px; height: 96px; }
+.faces figure, .faces figure img { width: 76px; } .faces figure img { height: 76px; }
+.faces { max-width: 400px; }
 svg.bars text { font: 11px system-ui, sans-serif; fill: #333; } svg.bars text.group { font-weight: bold; }
 .muted { color: #888; }
 """
@@ -326,7 +337,7 @@ def cluster_section(out: Path, prefix: str, heading: str, idx: np.ndarray, typic
                   f"mean of {len(sample)} aligned crops")]
         items += [(_png(out / f"{prefix}-eigen{j + 1}.png", _to_gray_u8(c, True)),
                    f"PC{j + 1} {100 * share:.0f} %", f"principal component {j + 1}: {100 * share:.1f} % of the variance")
-                  for j, (c, share) in enumerate(zip(eig.components, eig.explained))]
+                  for j, (c, share) in enumerate(zip(eig.components, eig.explained)) if share >= MIN_COMPONENT_SHARE]
         figures = f'<div>{_figures(items)}</div>'
     return (f'<div class="cluster"><h3>{html.escape(heading)}</h3><div>{bar_chart(counts)}</div>{figures}'
             f'<div class="faces">{_figures(thumbs)}</div></div>')
