@@ -11,7 +11,7 @@ from models.detector import DetectorConfig
 from models.registry import DEFAULT_MODELS, ModelRegistry
 
 
-@ray.remote(num_cpus=0.5, max_restarts=-1, max_task_retries=-1)
+@ray.remote(num_cpus=0.5)
 class DetectorActor:
     def __init__(self, models: dict[str, str] | None = None, config: DetectorConfig = DetectorConfig(),
                  threads: int = 1, models_file: str | None = None):
@@ -25,8 +25,11 @@ class DetectorActor:
         specs = [registry.get(names[t]).crop for t in ("age", "gender", "expression", "identity")]
         self.stage = FaceDetectionStage(registry, specs, names["detection"], names["landmarks"], config, threads)
 
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
+    def where(self) -> tuple[str, int]:
+        """(node id, process id): where Ray placed this actor."""
+        import os
+
+        return ray.get_runtime_context().get_node_id(), os.getpid()
 
     @ray.method(num_returns=2)
     def detect(self, frame: FrameRef) -> tuple[FaceBoxes, FaceCrops]:

@@ -47,8 +47,11 @@ class _Recognition:
 
     def setup(self, threads: int) -> None: ...
 
-    def node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
+    def where(self) -> tuple[str, int]:
+        """(node id, process id): where Ray placed this actor."""
+        import os
+
+        return ray.get_runtime_context().get_node_id(), os.getpid()
 
     def crop_keys(self) -> list[str]: ...
 
@@ -64,7 +67,7 @@ class _Recognition:
     def split(self, out, jobs, bounds) -> list[Recognised]: ...
 
 
-@ray.remote(num_cpus=0.5, max_restarts=-1, max_task_retries=-1)
+@ray.remote(num_cpus=0.5)
 class ExpressionActor(_Recognition):
     task = "expression"
 
@@ -82,7 +85,7 @@ class ExpressionActor(_Recognition):
                 for i, j in enumerate(jobs)]
 
 
-@ray.remote(num_cpus=0.5, max_restarts=-1, max_task_retries=-1)
+@ray.remote(num_cpus=0.5)
 class AgeGenderActor(_Recognition):
     task = "age_gender"
 
@@ -104,7 +107,7 @@ class AgeGenderActor(_Recognition):
                 for i, j in enumerate(jobs)]
 
 
-@ray.remote(num_cpus=0.5, max_restarts=-1, max_task_retries=-1)
+@ray.remote(num_cpus=0.5)
 class IdentityActor(_Recognition):
     """Embeds faces and, when a gallery is set, names them."""
 

@@ -112,7 +112,10 @@ class PriorityScheduler:
 
     def _spawn(self, spec: PoolSpec):
         cfg = self.config
-        options = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus}
+        # a dead actor is restarted with fresh state (state lives in the trackers); lossless re-runs
+        # the call it was in (at-least-once), live gives it up and counts the frame as lost
+        options = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus, "max_restarts": -1,
+                   "max_task_retries": -1 if cfg.mode == "lossless" else 0}
         if spec.resources:
             options["resources"] = dict(spec.resources)
         if spec.task == "detection":
@@ -131,13 +134,13 @@ class PriorityScheduler:
     def pool_sizes(self) -> dict[str, int]:
         return {t: sum(1 for w in self.policy.workers.values() if w.task == t and not w.retired) for t in TASKS}
 
-    async def pool_nodes(self) -> dict[str, list[str]]:
-        """Node id of every pool actor, by task: where Ray placed them."""
+    async def pool_places(self) -> dict[str, list[tuple[str, int]]]:
+        """(node id, pid) of every pool actor, by task: where Ray placed them."""
         workers = [w for w in self.policy.workers.values() if not w.retired]
-        nodes = await asyncio.gather(*[w.handle.node_id.remote() for w in workers])
-        out: dict[str, list[str]] = {}
-        for worker, node in zip(workers, nodes):
-            out.setdefault(worker.task, []).append(node)
+        places = await asyncio.gather(*[w.handle.where.remote() for w in workers])
+        out: dict[str, list[tuple[str, int]]] = {}
+        for worker, place in zip(workers, places):
+            out.setdefault(worker.task, []).append(tuple(place))
         return out
 
     def register_stream(self, stream: str, tracker) -> None:

@@ -1,0 +1,141 @@
+"""The actor pipeline on a real local Ray (2 CPUs) with the real models and videos."""
+import json
+from dataclasses import replace
+
+import cv2
+import pytest
+
+from core.config import PipelineConfig, PoolSpec
+from core.events import read_events
+from tests.conftest import VIDEO
+
+pytestmark = pytest.mark.ray
+
+
+def run(config, out):
+    from actors.pipeline import Pipeline
+
+    pipeline = Pipeline(config, out)
+    pipeline.start()
+    return pipeline.run()
+
+
+@pytest.fixture(scope="module")
+def lossless_run(local_ray, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lossless")
+    config = PipelineConfig(sources=(str(VIDEO / "crossing_faces.mp4"),), mode="lossless")
+    return run(config, out), out
+
+
+def test_lossless_processes_every_frame(lossless_run):
+    result, out = lossless_run
+    s = result.summary
+    assert (s.captured, s.processed, s.dropped) == (300, 300, {})
+    frames = [e for e in read_events(out / "events.msgpack") if e["type"] == "frame"]
+    assert [e["seq"] for e in frames] == list(range(300))
+
+
+def test_frame_events_carry_tracks_with_attributes(lossless_run):
+    result, out = lossless_run
+    events = list(read_events(out / "events.msgpack"))
+    faces = [f for e in events if e["type"] == "frame" for f in e["faces"] if f["track_id"] >= 0]
+    assert len(faces) > 600
+    complete = [f for f in faces if f["age"] is not None and f["gender"] and f["expression"]]
+    assert len(complete) / len(faces) > 0.9
+    starts = {e["track_id"] for e in events if e["type"] == "track_start"}
+    ends = {e["track_id"] for e in events if e["type"] == "track_end"}
+    assert starts == ends and 6 <= len(starts) <= 9  # six people cross; a re-entry may restart one
+    assert all(e["v"] == 1 for e in events)
+
+
+def test_annotated_video_has_every_frame(lossless_run):
+    result, _ = lossless_run
+    [path] = result.videos.values()
+    video = cv2.VideoCapture(path)
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 300
+    assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (640, 480)
+
+
+def test_summary_has_every_stage(lossless_run):
+    result, _ = lossless_run
+    assert {"detection", "expression", "age_gender", "identity", "end_to_end"} <= set(result.summary.stages)
+    assert result.summary.stages["detection"].count == 300
+
+
+def test_live_counts_add_up_exactly(local_ray, tmp_path):
+    config = PipelineConfig(sources=(str(VIDEO / "hamilton_clip.mp4"),), mode="live", max_in_flight=2)
+    result = run(config, tmp_path)
+    s = result.summary
+    assert s.captured == 275
+    assert s.captured == s.processed + sum(s.dropped.values())
+    assert set(s.dropped) <= {"stale"}
+    frames = [e["seq"] for e in read_events(tmp_path / "events.msgpack") if e["type"] == "frame"]
+    assert len(frames) == s.processed and frames == sorted(frames)
+
+
+def test_two_streams_at_once(local_ray, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    _cut(VIDEO / "crossing_faces.mp4", clip, 30)
+    config = PipelineConfig(sources=(str(clip), str(clip)), mode="lossless")
+    result = run(config, tmp_path / "out")
+    assert (result.summary.captured, result.summary.processed) == (60, 60)
+    assert len(result.videos) == 2 and all(cv2.VideoCapture(p).get(cv2.CAP_PROP_FRAME_COUNT) == 30
+                                            for p in result.videos.values())
+
+
+def test_unmeetable_pool_is_refused_not_left_pending(local_ray, tmp_path):
+    from actors.pipeline import Pipeline
+    from core.config import ConfigError
+
+    config = PipelineConfig(sources=(str(VIDEO / "crossing_faces.mp4"),),
+                            pools=(PoolSpec("identity", num_gpus=1.0),))
+    with pytest.raises(Exception, match="asks for GPU=1 per actor but the cluster has 0") as info:
+        Pipeline(config, tmp_path).start()
+    assert isinstance(getattr(info.value, "cause", info.value), ConfigError)
+
+
+def _cut(src, dst, frames):
+    video = cv2.VideoCapture(str(src))
+    writer = None
+    for _ in range(frames):
+        ok, image = video.read()
+        if writer is None:
+            writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), 25, image.shape[1::-1])
+        writer.write(image)
+    writer.release()
+
+
+def test_demo_cli_writes_summary(local_ray, tmp_path):
+    from launch.demo import main
+
+    clip = tmp_path / "clip.mp4"
+    _cut(VIDEO / "crossing_faces.mp4", clip, 20)
+    assert main(["--source", str(clip), "--out", str(tmp_path / "out"), "--pool", "identity=1:num_cpus=0.25"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["frames"] == {"captured": 20, "processed": 20, "dropped": {}}
+    assert set(summary["stages"]["detection"]) == {"fps", "latency_ms"}
+
+
+def test_connections_stay_on_loopback(local_ray):
+    import psutil
+
+    remote = set()
+    for proc in psutil.process_iter():
+        try:
+            if "ray" not in " ".join(proc.cmdline()) and proc.pid != __import__("os").getpid():
+                continue
+            for conn in proc.net_connections(kind="inet"):
+                if conn.raddr:
+                    remote.add(conn.raddr.ip)
+                if conn.laddr and conn.status == "LISTEN":
+                    remote.add(conn.laddr.ip)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    assert remote and remote <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, remote
+
+
+def test_gpu_flag_asks_for_gpu_fractions():
+    config = replace(PipelineConfig(), gpu=True, gpu_fraction=0.25)
+    pools = {p.task: p for p in config.all_pools()}
+    assert pools["detection"].num_gpus == 0.25 and pools["expression"].num_gpus == 0.25
+    assert pools["identity"].num_gpus == 0  # dlib-bin has no CUDA
