@@ -25,11 +25,15 @@ class CaptureActor:
     def __init__(self, stream: str, source: str, scheduler, realtime: bool, loop: bool = False,
                  duration: float | None = None):
         self.stream, self.scheduler = stream, scheduler
-        self.source = open_source(source, loop)
+        self.address, self.loop = source, loop
+        self.source = None
         self.realtime, self.duration = realtime, duration
         self._stop = threading.Event()
 
-    def fps(self) -> float:
+    def open(self) -> float:
+        """Open the source; its frame rate, or the MediaError that says why not (raised from a
+        method, not the constructor, so the caller gets the error rather than a dead actor)."""
+        self.source = open_source(self.address, self.loop)
         return self.source.fps
 
     def run(self) -> CaptureReport:

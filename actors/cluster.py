@@ -15,19 +15,20 @@ def local_only_environment() -> None:
 
 def connect(address: str | None, num_cpus: int | None = None, object_store_mb: int | None = None) -> str:
     """Join `address` (or RAY_ADDRESS, or a cluster `ray start` left running); with none running,
-    start a local one. Returns a line that says which happened."""
+    or with address "local", start a local one. Returns a line that says which happened."""
     if ray.is_initialized():
         return "using the Ray this process is already connected to"
     runtime_env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "RAY_DEDUP_LOGS": "1"}}
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
+    if address and address != "local":
         ray.init(address=address, runtime_env=runtime_env, logging_level="warning")
         return f"joined the Ray cluster at {address}"
-    try:
-        ray.init(address="auto", runtime_env=runtime_env, logging_level="warning")
-        return "joined the running Ray cluster (ray start --head)"
-    except ConnectionError:
-        pass
+    if address != "local":
+        try:
+            ray.init(address="auto", runtime_env=runtime_env, logging_level="warning")
+            return "joined the running Ray cluster (ray start --head)"
+        except ConnectionError:
+            pass
     local_only_environment()
     ray.init(num_cpus=num_cpus, object_store_memory=object_store_mb and object_store_mb * 2**20,
              include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",

@@ -52,6 +52,8 @@ class Pipeline:
         return ray.get(self.scheduler.start_pools.remote())
 
     def run(self) -> RunResult:
+        """Run until every source ends (Ctrl-C stops the captures; frames in flight still finish).
+        Every actor of the run is stopped at the end, also when it fails."""
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         events_path = str((self.out / "events.msgpack").resolve())
@@ -59,30 +61,35 @@ class Pipeline:
         realtime = cfg.mode == "live" if cfg.realtime is None else cfg.realtime
         labels = _labels(cfg)
         trackers, sinks, videos = [], [], {}
-        for i, source in enumerate(cfg.sources):
-            stream = stream_name(source, i)
-            capture = CaptureActor.remote(stream, source, self.scheduler, realtime, cfg.loop, cfg.duration)
-            fps = ray.get(capture.fps.remote())
-            folder = self.out if len(cfg.sources) == 1 else self.out / stream.replace(":", "-")
-            videos[stream] = str((folder / "annotated.mp4").resolve())
-            sink = VideoSinkActor.remote(videos[stream], fps, stream, self.view)
-            tracker = TrackerActor.remote(stream, self.scheduler, sink, event_log, cfg, labels, self.gallery)
-            ray.get(self.scheduler.register_stream.remote(stream, tracker))
-            self.captures.append(capture)
-            trackers.append(tracker)
-            sinks.append(sink)
-        reports = ray.get([c.run.remote() for c in self.captures])
-        ray.get(self.scheduler.drain.remote())
-        reports_t = ray.get([t.finish.remote() for t in trackers])
-        tracks = sum(r.tracks for r in reports_t)
-        shown = sum(r.faces_shown for r in reports_t)
-        fresh = sum(r.faces_fresh for r in reports_t) / shown if shown else 0.0
-        ray.get([s.close.remote() for s in sinks] + [event_log.close.remote()])
-        summary = ray.get(self.scheduler.summary.remote())
-        ray.get(self.scheduler.shutdown.remote())
-        for handle in [*self.captures, *trackers, *sinks, event_log, self.scheduler, *filter(None, [self.gallery])]:
-            ray.kill(handle)
-        return RunResult(summary, tracks, fresh, tuple(reports), videos, events_path)
+        try:
+            for i, source in enumerate(cfg.sources):
+                stream = stream_name(source, i)
+                capture = CaptureActor.remote(stream, source, self.scheduler, realtime, cfg.loop, cfg.duration)
+                self.captures.append(capture)
+                fps = ray.get(capture.open.remote())
+                folder = self.out if len(cfg.sources) == 1 else self.out / stream.replace(":", "-")
+                videos[stream] = str((folder / "annotated.mp4").resolve())
+                sinks.append(VideoSinkActor.remote(videos[stream], fps, stream, self.view))
+                trackers.append(TrackerActor.remote(stream, self.scheduler, sinks[-1], event_log, cfg, labels,
+                                                    self.gallery))
+                ray.get(self.scheduler.register_stream.remote(stream, trackers[-1]))
+            runs = [c.run.remote() for c in self.captures]
+            try:
+                reports = ray.get(runs)
+            except KeyboardInterrupt:
+                self.stop()
+                reports = ray.get(runs)
+            ray.get(self.scheduler.drain.remote())
+            ends = ray.get([t.finish.remote() for t in trackers])
+            ray.get([s.close.remote() for s in sinks] + [event_log.close.remote()])
+            summary = ray.get(self.scheduler.summary.remote())
+        finally:
+            ray.get(self.scheduler.shutdown.remote())
+            for handle in [*self.captures, *trackers, *sinks, event_log, self.scheduler, *filter(None, [self.gallery])]:
+                ray.kill(handle)
+        shown = sum(r.faces_shown for r in ends)
+        fresh = sum(r.faces_fresh for r in ends) / shown if shown else 0.0
+        return RunResult(summary, sum(r.tracks for r in ends), fresh, tuple(reports), videos, events_path)
 
     def stop(self) -> None:
         """Ask every capture to stop; frames in flight still finish."""

@@ -30,7 +30,8 @@ class TrackerActor:
         self.core = StreamTracker(stream, age_bins, gender_labels, expression_labels,
                                   config.tracker, config.fusion, config.budget,
                                   alarm_cooldown_s=config.alarm_cooldown_s,
-                                  enrol_after=config.enrol_after if config.enrol_unknown and gallery else None)
+                                  enrol_after=config.enrol_after if config.enrol_unknown and gallery else None,
+                                  names_faces=gallery is not None)
         self._refs: dict[int, tuple[FrameRef | None, list | None]] = {}
         self._done: dict[int, FrameWork] = {}
         self._next_out = 0

@@ -12,7 +12,7 @@ from schedulers.budget import BudgetConfig
 
 # every task on every face of every frame: the same work as the sequential baseline
 EVERY_FRAME = BudgetConfig(expression_interval_s=0.0, age_gender_interval_s=0.0, age_gender_refresh_s=0.0,
-                           identity_refresh_s=0.0)
+                           identity_refresh_s=0.0, identity_unknown_refresh_s=0.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@ command line. Unknown keys are errors that name the file and the key."""
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 from core.fusion import FusionConfig
@@ -56,7 +56,7 @@ class PipelineConfig:
     models_file: str | None = None
     gallery: str | None = None  # gallery directory identity actors search
     enrol_unknown: bool = False  # enrol confirmed tracks nobody matches as unknown-N
-    enrol_after: int = 2  # identity results without a match before a track is enrolled
+    enrol_after: int = 3  # identity results without a match before a track is enrolled
     alarm_cooldown_s: float = 30.0  # a watched person raises at most one alarm per this, per stream
 
     def pool(self, task: str) -> PoolSpec:
@@ -87,18 +87,44 @@ class PipelineConfig:
         return self
 
 
-def _build(cls, table: dict, where: str):
+def _default(f):
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else None
+
+
+# fields whose default is None, and the type a value must have
+_OPTIONAL_TYPES = {"realtime": bool, "duration": float, "model": str, "models_file": str, "gallery": str}
+
+
+def _checked(key: str, value, default, where: str):
+    """The value converted to the default's type, or a ConfigError naming the file and key."""
+    expected = type(default) if default is not None else _OPTIONAL_TYPES.get(key)
+    if expected is None or isinstance(value, expected) and not (expected is not bool and isinstance(value, bool)):
+        return value
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is tuple and isinstance(value, list):
+        return tuple(value)
+    wanted = {dict: "a table", tuple: "a list", float: "a number", int: "an integer", str: "a string",
+              bool: "true or false"}.get(expected, expected.__name__)
+    raise ConfigError(f"{where}: {key} must be {wanted}, not {value!r}")
+
+
+def _build(cls, table, where: str):
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table, not {table!r}")
     known = {f.name: f for f in fields(cls)}
     unknown = set(table) - set(known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
     values = {}
     for key, value in table.items():
-        default = getattr(cls(), key) if key != "task" else None
+        default = _default(known[key])
         if is_dataclass(default):
-            value = _build(type(default), value, f"{where}.{key}")
-        elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
+            value = _build(type(default), value, f"{where}: {key}")
+        else:
+            value = _checked(key, value, default, where)
         values[key] = value
     return cls(**values)
 
@@ -113,13 +139,15 @@ def load_config(path: Path | None) -> PipelineConfig:
         raise ConfigError(f"{path}: cannot read config: {error}") from error
     pools = data.pop("pools", {})
     data.pop("model", None)  # [[model]] entries belong to the model registry
+    if not isinstance(pools, dict) or not all(isinstance(t, dict) for t in pools.values()):
+        raise ConfigError(f"{path}: pools must be tables like [pools.identity], not {pools!r}")
+    config = _build(PipelineConfig, data, str(path))
+    specs = tuple(_build(PoolSpec, {"task": task, "priority": DEFAULT_PRIORITY.get(task, 0)} | table,
+                         f"{path}: pools.{task}") for task, table in pools.items())
     try:
-        config = _build(PipelineConfig, data, str(path))
-        specs = tuple(_build(PoolSpec, {"task": task, "priority": DEFAULT_PRIORITY.get(task, 0)} | table,
-                             f"{path}: pools.{task}") for task, table in pools.items())
-    except TypeError as error:
-        raise ConfigError(f"{path}: {error}") from error
-    return replace(config, pools=specs).validate()
+        return replace(config, pools=specs).validate()
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def parse_pool(text: str, base: PipelineConfig) -> PoolSpec:

@@ -70,7 +70,7 @@ class StreamTracker:
     def __init__(self, stream: str, age_bins, gender_labels, expression_labels,
                  tracker: TrackerConfig = TrackerConfig(), fusion: FusionConfig = FusionConfig(),
                  budget: BudgetConfig = BudgetConfig(), tasks: tuple[str, ...] = tuple(Task),
-                 alarm_cooldown_s: float = 30.0, enrol_after: int | None = None):
+                 alarm_cooldown_s: float = 30.0, enrol_after: int | None = None, names_faces: bool = False):
         self.stream = stream
         self.tracker = Tracker(tracker)
         self.budget = RecognitionBudget(budget)
@@ -87,6 +87,7 @@ class StreamTracker:
         self.faces_shown = 0
         self.faces_fresh = 0
         self.alarm_cooldown_s, self.enrol_after = alarm_cooldown_s, enrol_after
+        self.names_faces = names_faces  # a gallery is searched: unnamed tracks retry identity sooner
         self._watched: set[str] = set()
         self._last_alarm: dict[str, float] = {}
         self._alarmed: set[int] = set()
@@ -121,8 +122,11 @@ class StreamTracker:
             events.append(track_event("track_start", self.stream, track_id, t))
         events += self._end(update.ended, t)
         index_of = {tid: i for i, tid in enumerate(update.track_ids) if tid != UNCONFIRMED}
+        snapshots = {tid: self.fusions[tid].snapshot() for tid in index_of}
         visible = [VisibleTrack(tid, float(np.prod(faces.boxes[i, 2:] - faces.boxes[i, :2])),
-                                self.fusions[tid].snapshot().age_gender_converged)
+                                snapshots[tid].age_gender_converged,
+                                identified=(not self.names_faces or snapshots[tid].identity is not None
+                                            or tid in self._named))
                    for tid, i in index_of.items()]
         by_task: dict[str, list[int]] = {}
         for job in self.budget.plan(t, visible):
@@ -219,8 +223,11 @@ class StreamTracker:
             faces.append(record)
             if track_id != UNCONFIRMED:
                 self.faces_shown += 1
+                # fresh: the fast-changing attribute (expression) at most 0.5 s old, and age and
+                # gender estimated (the budget refreshes those slowly once they have converged)
                 dated = self._result_t.get(track_id, {})
-                if all(work.t - dated.get(task, -1e18) <= self.fresh_within_s for task in self.tasks):
+                if (work.t - dated.get("expression", -1e18) <= self.fresh_within_s
+                        and "age_gender" in dated):
                     self.faces_fresh += 1
             labels.append(FaceLabel(tuple(float(v) for v in box), _label_lines(track_id, fused), key=max(track_id, 0)))
         extra, self._events = tuple(self._events), []

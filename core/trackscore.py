@@ -194,6 +194,8 @@ def score_tracks(events: Iterable[dict], gt_path: Path, truth_json_path: Path | 
         counts = pairs.get(gt_id, Counter()).most_common()
         main = counts[0][0] if counts else None
         attributes = fused(main)
+        # events carry identity as {"name", "distance"} (or null)
+        fused_name = (attributes.get("identity") or {}).get("name")
         name, gender = person.get("name"), person.get("gender")
         expected = name if known_names is None or name in known_names else None
         covered = matched_frames.get(gt_id, set())
@@ -203,9 +205,9 @@ def score_tracks(events: Iterable[dict], gt_path: Path, truth_json_path: Path | 
             missed=_ranges([f for f in gt_frames[gt_id] if f not in covered]),
             fused_gender=attributes.get("gender"),
             gender_ok=None if gender is None or main is None else attributes.get("gender") == gender,
-            expected_identity=expected, fused_identity=attributes.get("identity"),
+            expected_identity=expected, fused_identity=fused_name,
             identity_ok=(None if not carries_identity or name is None or main is None
-                         else attributes.get("identity") == expected)))
+                         else fused_name == expected)))
 
     shown = {hid for _, hyps in predicted.items() for hid, _ in hyps}
     return TrackScore(

@@ -78,6 +78,20 @@ def labels_of(records: list[dict]) -> list[FaceLabel]:
     return labels
 
 
+def unique_names(images) -> list[tuple[str, str]]:
+    """Outputs are named by path relative to their input; two inputs can give the same name
+    (a/img1.jpg and b/img1.jpg passed as files), and the later one then takes its path as given."""
+    seen, out = set(), []
+    for path, rel in images:
+        stem = str(Path(rel).with_suffix(""))
+        if stem in seen:
+            rel = os.path.normpath(path).lstrip("/").replace("../", "")
+            stem = str(Path(rel).with_suffix(""))
+        seen.add(stem)
+        out.append((path, rel))
+    return out
+
+
 class BatchRun:
     def __init__(self, args, analyzer: FaceAnalyzer, gallery: GalleryIndex | None = None):
         self.args = args
@@ -140,7 +154,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     videos = [p for p in args.inputs if is_video(p) and not os.path.isdir(p)]
-    images = list(iter_image_files([p for p in args.inputs if p not in videos]))
+    images = unique_names(iter_image_files([p for p in args.inputs if p not in videos]))
     run = BatchRun(args, analyzer, gallery)
     with tqdm(total=len(images) + len(videos), unit="file", desc="analyzing", file=sys.stderr) as bar:
         for path, rel in images:

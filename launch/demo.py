@@ -41,7 +41,8 @@ def parse_args(argv):
     p.add_argument("--gallery", help="gallery directory (launch/gallery.py) to name faces from; watchlisted people raise alarms")
     p.add_argument("--enrol-unknown", action="store_true",
                    help="enrol confirmed tracks nobody matches as unknown-N into the gallery (searchable at once)")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, a running cluster, or a new local one)")
+    p.add_argument("--address", help="Ray cluster address; 'local' starts a new local one (default: RAY_ADDRESS, a running cluster, "
+                        "or a new local one)")
     p.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray (default: all)")
     p.add_argument("--view", nargs="?", const="127.0.0.1:8080", metavar="HOST:PORT",
                    help="serve a live web view of the run with hot swap controls (default 127.0.0.1:8080)")
@@ -57,6 +58,10 @@ def build_config(args):
         spec = parse_pool(text, config)
         pools[spec.task] = spec
     sources = tuple(args.source) or config.sources or (str(SAMPLE),)
+    for source in sources:
+        # files and folders fail here, before Ray and the model pools start
+        if not (source.isdigit() or "://" in source or os.path.exists(source)):
+            raise ConfigError(f"{source}: no such file or folder (sources are files, folders, camera indexes or URLs)")
     models_file = str(args.config.resolve()) if args.config else config.models_file
     return replace(config, sources=sources, mode=args.mode or config.mode, pools=tuple(pools.values()),
                    gpu=args.gpu or config.gpu, duration=args.duration or config.duration,
@@ -78,7 +83,7 @@ def summary_table(data: dict) -> str:
     f = data["frames"]
     dropped = ", ".join(f"{k} {v}" for k, v in f["dropped"].items()) or "none"
     lines = [f"frames: captured {f['captured']}, processed {f['processed']}, dropped {sum(f['dropped'].values())} ({dropped})",
-             f"tracks: {data['tracks']}, faces: {data['faces']}, attributes fresher than 0.5 s: "
+             f"tracks: {data['tracks']}, faces: {data['faces']}, expression <= 0.5 s old with age/gender known: "
              f"{data['fresh_attributes']:.0%}, seconds: {data['seconds']}",
              f"{'stage':<12} {'per s':>8} {'p50 ms':>8} {'p95 ms':>8}"]
     for name, st in data["stages"].items():
@@ -118,19 +123,10 @@ def main(argv=None) -> int:
             view.attach.remote(pipeline.scheduler)
         sizes = pipeline.start()
         print("pools: " + ", ".join(f"{t} x{n}" for t, n in sizes.items()) + f"; mode {config.mode}", file=sys.stderr)
-        try:
-            result = pipeline.run()
-        except KeyboardInterrupt:
-            pipeline.stop()
-            result = pipeline.run()
+        result = pipeline.run()
     except (ConfigError, MediaError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except ray.exceptions.RayTaskError as error:
-        cause = error.cause if isinstance(error.cause, (ConfigError, MediaError)) else None
-        if cause is None:
-            raise
-        print(f"error: {cause}", file=sys.stderr)
+        # raised in an actor, it arrives as a RayTaskError that also is the original class
+        print(f"error: {getattr(error, 'cause', None) or error}", file=sys.stderr)
         return 2
     data = summary_json(result)
     (args.out / "summary.json").write_text(json.dumps(data, indent=1))

@@ -39,6 +39,7 @@ class BudgetConfig:
     age_gender_interval_s: float = 0.0
     age_gender_refresh_s: float = 2.0
     identity_refresh_s: float = 5.0
+    identity_unknown_refresh_s: float = 1.0  # while a track has no name yet
     # face area relative to the area at the last identity run that earns a new run
     identity_growth: float = 1.5
 
@@ -50,6 +51,7 @@ class VisibleTrack:
     track_id: int
     area: float
     age_gender_converged: bool
+    identified: bool = True  # has a name (or was enrolled); False retries identity sooner
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,4 +136,7 @@ class RecognitionBudget:
             return JobReason.DUE if since >= cfg.age_gender_interval_s else None
         if track.area >= cfg.identity_growth * record.identity_area:
             return JobReason.GREW
+        if not track.identified:
+            # a face that enters at the border or turned away often matches nobody at first
+            return JobReason.DUE if since >= cfg.identity_unknown_refresh_s else None
         return JobReason.REFRESH if since >= cfg.identity_refresh_s else None

@@ -51,6 +51,7 @@ def ray_env(tmp_path_factory):
 
     local_only_environment()
     tmp = tempfile.mkdtemp(prefix="flray-", dir="/tmp")
+    os.makedirs(os.path.join(tmp, "ray"))  # where Cluster writes its address file
     os.environ["RAY_TMPDIR"] = tmp
     yield tmp
 
