@@ -198,8 +198,8 @@ class ViewActor:
                 sent = view.jpeg
                 await response.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(sent)}"
                                      f"\r\n\r\n".encode() + sent + b"\r\n")
-        except (ConnectionError, asyncio.CancelledError):
-            pass
+        except ConnectionError:
+            pass  # the client went away mid-frame
         return response
 
     async def _stats(self, request):
@@ -245,6 +245,7 @@ class ViewActor:
                 raise _bad("detector_threshold applies to the detection task only")
             if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 < threshold < 1:
                 raise _bad("detector_threshold must be a number between 0 and 1")
+            threshold = float(threshold)
             what = f"detector threshold → {threshold:g}"
         # the new pool starts beside the old one before it drains
         self._need_room(task, max(1, self.pools.get(task, 0)))
@@ -253,7 +254,7 @@ class ViewActor:
             if model is not None:
                 self.current[task] = model
             else:
-                self.threshold = float(threshold)
+                self.threshold = threshold
         return response
 
     async def _request(self, request) -> tuple[str, dict]:
