@@ -8,9 +8,13 @@ import ray
 
 def local_only_environment() -> None:
     """Keep a locally started Ray on 127.0.0.1: by default it binds to the machine's interface
-    address and rewrites 127.0.0.1 to it (measured here, see design.md)."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    address and rewrites 127.0.0.1 to it (measured here, see design.md). The processes Ray starts
+    read the environment; this process read it when it imported Ray, so its copy is set too."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def connect(address: str | None, num_cpus: int | None = None, object_store_mb: int | None = None) -> str:

@@ -10,6 +10,10 @@ GALLERY = MEDIA / "gallery"
 
 # Keep TensorFlow's start-up chatter out of the test log.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Ray reads these when it is imported, and test modules import it while being collected: every
+# Ray the tests start must stay on 127.0.0.1 (see actors/cluster.py and design.md).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 def iou(a, b) -> float:
