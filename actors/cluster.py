@@ -38,4 +38,4 @@ def connect(address: str | None, num_cpus: int | None = None, object_store_mb: i
              include_dashboard=True, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
              runtime_env=runtime_env, logging_level="warning")
     return ("no Ray cluster running: started a local one on 127.0.0.1 "
-            f"(dashboard http://127.0.0.1:8265; run `ray start --head` first to keep one)")
+            "(dashboard http://127.0.0.1:8265; run `ray start --head` first to keep one)")

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core.config import ConfigError, load_config
+from core.config import load_config
 from core.gallery import GalleryIndex
 from launch.demo import main as demo
 from launch.gallery import main as gallery_cli
@@ -170,6 +170,23 @@ def test_demo_missing_config(tmp_path, capsys, no_ray):
     assert demo(["--config", str(path)]) == 2
     [line] = error_lines(capsys.readouterr().err)
     assert str(path) in line and "No such file" in line
+
+
+@pytest.mark.parametrize("text, key", [
+    ("mode = \"live\"\nbogus_key = 3\n", "bogus_key"),
+    ("[tracker]\ncoast_sec = 1.0\n", "coast_sec"),
+    ("[pools.detection]\ncuont = 2\n", "cuont"),
+])
+def test_demo_unknown_config_key(tmp_path, capsys, no_ray, text, key):
+    path = write_config(tmp_path, text)
+    assert demo(["--config", str(path)]) == 2
+    [line] = error_lines(capsys.readouterr().err)
+    assert str(path) in line and repr(key) in line and "unknown key" in line
+
+
+def test_demo_config_pool_table_loads(tmp_path):
+    config = load_config(write_config(tmp_path, "[pools.detection]\ncount = 2\nnum_cpus = 0.25\n"))
+    assert (config.pool("detection").count, config.pool("detection").num_cpus) == (2, 0.25)
 
 
 @pytest.mark.parametrize("text, key", [

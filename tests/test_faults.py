@@ -4,24 +4,13 @@ import signal
 import threading
 import time
 
-import cv2
 import pytest
 
 from core.config import PipelineConfig
 from core.events import read_events
-from tests.conftest import VIDEO
+from tests.conftest import cut_clip
 
 pytestmark = pytest.mark.ray
-
-
-def _clip(path, frames):
-    video, writer = cv2.VideoCapture(str(VIDEO / "crossing_faces.mp4")), None
-    for _ in range(frames):
-        ok, image = video.read()
-        writer = writer or cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, image.shape[1::-1])
-        writer.write(image)
-    writer.release()
-    return str(path)
 
 
 def _run_and_kill(config, out, kill_after: int, tasks=("detection", "identity")):
@@ -52,7 +41,7 @@ def _run_and_kill(config, out, kill_after: int, tasks=("detection", "identity"))
 
 
 def test_lossless_loses_no_frame_when_actors_die(local_ray, tmp_path):
-    clip = _clip(tmp_path / "clip.mp4", 80)
+    clip = cut_clip(tmp_path / "clip.mp4", 80, start=40)
     config = PipelineConfig(sources=(clip,), mode="lossless")
     result, resumed = _run_and_kill(config, tmp_path / "out", kill_after=15)
     s = result.summary
@@ -66,7 +55,7 @@ def test_lossless_loses_no_frame_when_actors_die(local_ray, tmp_path):
 
 
 def test_live_counts_what_a_crash_cost(local_ray, tmp_path):
-    clip = _clip(tmp_path / "clip.mp4", 120)
+    clip = cut_clip(tmp_path / "clip.mp4", 120, start=40)
     config = PipelineConfig(sources=(clip,), mode="live", realtime=True)
     result, _ = _run_and_kill(config, tmp_path / "out", kill_after=10, tasks=("detection",))
     s = result.summary

@@ -1,11 +1,10 @@
 """Two Ray nodes on this machine: pools that ask for a custom resource land on the node that has it
 (how `ray start --resources='{"recognition": 2}'` workers are used), and the results stay right."""
-import cv2
 import pytest
 
 from core.config import PipelineConfig, PoolSpec
 from core.events import read_events
-from tests.conftest import VIDEO
+from tests.conftest import cut_clip
 
 pytestmark = pytest.mark.ray
 
@@ -32,13 +31,7 @@ def test_pools_land_where_their_resources_are(two_nodes, tmp_path):
     from actors.pipeline import Pipeline
 
     cluster, worker_node = two_nodes
-    clip = tmp_path / "clip.mp4"
-    video, writer = cv2.VideoCapture(str(VIDEO / "crossing_faces.mp4")), None
-    for _ in range(40):
-        ok, image = video.read()
-        writer = writer or cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, image.shape[1::-1])
-        writer.write(image)
-    writer.release()
+    clip = cut_clip(tmp_path / "clip.mp4", 40, start=100)  # faces enter from frame 52 on
     config = PipelineConfig(sources=(str(clip),), pools=(
         PoolSpec("detection", num_cpus=0.5, resources={"gpu_sim": 0.5}, priority=40),
         PoolSpec("expression", num_cpus=0.25, priority=30),

@@ -7,7 +7,7 @@ import pytest
 
 from core.config import PipelineConfig, PoolSpec
 from core.events import read_events
-from tests.conftest import VIDEO
+from tests.conftest import VIDEO, cut_clip
 
 pytestmark = pytest.mark.ray
 
@@ -74,8 +74,7 @@ def test_live_counts_add_up_exactly(local_ray, tmp_path):
 
 
 def test_two_streams_at_once(local_ray, tmp_path):
-    clip = tmp_path / "clip.mp4"
-    _cut(VIDEO / "crossing_faces.mp4", clip, 30)
+    clip = cut_clip(tmp_path / "clip.mp4", 30)
     config = PipelineConfig(sources=(str(clip), str(clip)), mode="lossless")
     result = run(config, tmp_path / "out")
     assert (result.summary.captured, result.summary.processed) == (60, 60)
@@ -94,22 +93,10 @@ def test_unmeetable_pool_is_refused_not_left_pending(local_ray, tmp_path):
     assert isinstance(getattr(info.value, "cause", info.value), ConfigError)
 
 
-def _cut(src, dst, frames):
-    video = cv2.VideoCapture(str(src))
-    writer = None
-    for _ in range(frames):
-        ok, image = video.read()
-        if writer is None:
-            writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), 25, image.shape[1::-1])
-        writer.write(image)
-    writer.release()
-
-
 def test_demo_cli_writes_summary(local_ray, tmp_path):
     from launch.demo import main
 
-    clip = tmp_path / "clip.mp4"
-    _cut(VIDEO / "crossing_faces.mp4", clip, 20)
+    clip = cut_clip(tmp_path / "clip.mp4", 20)
     assert main(["--source", str(clip), "--out", str(tmp_path / "out"), "--pool", "identity=1:num_cpus=0.25"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["frames"] == {"captured": 20, "processed": 20, "dropped": {}}
