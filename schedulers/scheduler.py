@@ -132,7 +132,10 @@ class PriorityScheduler:
         return handle
 
     def pool_sizes(self) -> dict[str, int]:
-        return {t: sum(1 for w in self.policy.workers.values() if w.task == t and not w.retired) for t in TASKS}
+        sizes = {t: sum(1 for w in self.policy.workers.values() if w.task == t and not w.retired) for t in TASKS}
+        for task, count in sizes.items():
+            self.metrics.actors.set(count, tags={"task": task})
+        return sizes
 
     async def pool_places(self) -> dict[str, list[tuple[str, int]]]:
         """(node id, pid) of every pool actor, by task: where Ray placed them."""

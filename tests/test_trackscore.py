@@ -33,7 +33,8 @@ def events_from_truth(rename=lambda frame, gt_id: gt_id, drop=(), attributes=Non
         events.append(frame_event(STREAM, frame - 1, frame / 25, faces))
     for track_id, gt_id in sorted(seen):
         person = PEOPLE[gt_id]
-        fused = {"gender": person["gender"], "identity": person["name"] if person["name"] in GALLERY else None}
+        name = person["name"] if person["name"] in GALLERY else None
+        fused = {"gender": person["gender"], "identity": {"name": name, "distance": 0.3} if name else None}
         fused.update((attributes or {}).get(track_id, {}))
         events.append(track_event("track_end", STREAM, track_id, 12.0, **fused))
     return events
@@ -63,7 +64,7 @@ def test_swapped_ids_halfway_are_switches():
 
 
 def test_fused_gender_and_identity_are_checked_per_track():
-    events = events_from_truth(attributes={3: {"gender": "male"}, 4: {"identity": "obama"}})
+    events = events_from_truth(attributes={3: {"gender": "male"}, 4: {"identity": {"name": "obama", "distance": 0.4}}})
     score = score_tracks(events, GT, TRUTH, known_names=GALLERY)
     by_id = {t.gt_id: t for t in score.tracks}
     assert by_id[3].name == "rose_leslie" and by_id[3].fused_gender == "male" and by_id[3].gender_ok is False
