@@ -69,20 +69,24 @@ class ImageFolderSource(FrameSource):
 
 
 class LiveSource(FrameSource):
-    """A camera index or an RTSP/HTTP URL. A stall or disconnect reopens it, waiting 0.5 s, 1 s,
-    2 s ... up to `max_backoff_s` between tries; `reconnects` counts them."""
+    """A camera index or an RTSP/HTTP URL. A stall (no data for `stall_s`) or disconnect reopens
+    it, waiting 0.5 s, 1 s, 2 s ... up to `max_backoff_s` between tries; `reconnects` counts them."""
 
     is_file = False
 
-    def __init__(self, address: str, max_backoff_s: float = 8.0, give_up_s: float = 60.0):
+    def __init__(self, address: str, max_backoff_s: float = 8.0, give_up_s: float = 60.0, stall_s: float = 5.0):
         self.address = int(address) if address.isdigit() else address
         self.max_backoff_s, self.give_up_s = max_backoff_s, give_up_s
+        # OpenCV's FFmpeg backend otherwise blocks 30 s on a URL that stops sending, in read() and
+        # again in each reopen: a stall went unseen that long and give_up_s was not kept.
+        self.timeouts = [] if isinstance(self.address, int) else [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(stall_s * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(stall_s * 1000)]
         self.reconnects = 0
         self.capture = self._open()
         self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 25.0
 
     def _open(self) -> cv2.VideoCapture:
-        capture = cv2.VideoCapture(self.address)
+        capture = cv2.VideoCapture(self.address, cv2.CAP_ANY, self.timeouts)
         if not capture.isOpened():
             raise MediaError(str(self.address), "cannot open the camera or stream")
         return capture
