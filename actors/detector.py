@@ -3,6 +3,7 @@ go back as a second return value, so they stay in the object store, owned by the
 outlive this actor if it dies) and fetched only by the recognition actor that needs them."""
 from __future__ import annotations
 
+import numpy as np
 import ray
 
 from core.messages import FaceBoxes, FaceCrops, FrameRef
@@ -24,6 +25,8 @@ class DetectorActor:
         names = DEFAULT_MODELS | (models or {})
         specs = [registry.get(names[t]).crop for t in ("age", "gender", "expression", "identity")]
         self.stage = FaceDetectionStage(registry, specs, names["detection"], names["landmarks"], config, threads)
+        # builds the session before the first frame (a 640x480 frame is the common case)
+        self.stage(np.zeros((480, 640, 3), np.uint8))
 
     def where(self) -> tuple[str, int]:
         """(node id, process id): where Ray placed this actor."""

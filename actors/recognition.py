@@ -12,6 +12,7 @@ from actors.gallery import replica
 from core.gallery import GalleryConfig
 from core.messages import AgeEstimates, ClassScores
 from core.stream import Recognised
+from models.entry import CropSpec
 from models.registry import DEFAULT_MODELS, ModelRegistry
 
 
@@ -44,8 +45,15 @@ class _Recognition:
         self.models = DEFAULT_MODELS | (models or {})
         self.keeper = gallery
         self.setup(threads)
+        self.warm_up()
 
     def setup(self, threads: int) -> None: ...
+
+    def warm_up(self) -> None:
+        """Run each model once before the first job: sessions, graphs and kernels are built lazily,
+        and the first frames would otherwise wait seconds for them."""
+        self.infer({spec.key: np.zeros((1, spec.size, spec.size) + (() if spec.color == "gray" else (3,)), np.uint8)
+                    for spec in self.crop_specs()})
 
     def where(self) -> tuple[str, int]:
         """(node id, process id): where Ray placed this actor."""
@@ -53,13 +61,13 @@ class _Recognition:
 
         return ray.get_runtime_context().get_node_id(), os.getpid()
 
-    def crop_keys(self) -> list[str]: ...
+    def crop_specs(self) -> list[CropSpec]: ...
 
     def run(self, jobs: list[RecognitionJob]) -> list[Recognised]:
         crops = ray.get([job.crops[0] for job in jobs])
         sizes = [len(job.indices) for job in jobs]
         chips = {key: np.concatenate([c.chips[key][list(job.indices)] for c, job in zip(crops, jobs)])
-                 for key in self.crop_keys()}
+                 for key in (spec.key for spec in self.crop_specs())}
         return self.split(self.infer(chips), jobs, np.cumsum([0] + sizes))
 
     def infer(self, chips: dict[str, np.ndarray]): ...
@@ -74,8 +82,8 @@ class ExpressionActor(_Recognition):
     def setup(self, threads):
         self.model = self.registry.load(self.models["expression"], threads)
 
-    def crop_keys(self):
-        return [self.model.crop.key]
+    def crop_specs(self):
+        return [self.model.crop]
 
     def infer(self, chips):
         return self.model(chips[self.model.crop.key])
@@ -93,8 +101,8 @@ class AgeGenderActor(_Recognition):
         self.age = self.registry.load(self.models["age"], threads)
         self.gender = self.registry.load(self.models["gender"], threads)
 
-    def crop_keys(self):
-        return [self.age.crop.key, self.gender.crop.key]
+    def crop_specs(self):
+        return [self.age.crop, self.gender.crop]
 
     def infer(self, chips):
         return self.age(chips[self.age.crop.key]), self.gender(chips[self.gender.crop.key])
@@ -118,8 +126,8 @@ class IdentityActor(_Recognition):
         self.gallery = None
         self.version = -1
 
-    def crop_keys(self):
-        return [self.embedder.crop.key]
+    def crop_specs(self):
+        return [self.embedder.crop]
 
     def _sync(self) -> None:
         """Bring the replica up to the keeper's version (one small call per batch)."""
