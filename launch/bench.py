@@ -15,6 +15,7 @@ from tqdm import tqdm  # noqa: E402
 
 from bench.gallery import format_gallery_table, gallery_benchmark  # noqa: E402
 from bench.models import format_costs, model_costs  # noqa: E402
+from bench.overload import format_overload, overload_benchmark  # noqa: E402
 from bench.pipeline import EVERY_FRAME, hop_cost_ms, run_pipeline  # noqa: E402
 from models.analyzer import FaceAnalyzer  # noqa: E402
 from models.baseline import run_sequential  # noqa: E402
@@ -73,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=300, help="frames of the baseline run (default 300)")
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report file (default BENCHMARKS.md)")
     p.add_argument("--gallery-size", type=int, default=1_000_000, help="embeddings in the gallery benchmark (0: skip)")
+    p.add_argument("--overload-seconds", type=float, default=300,
+                   help="seconds of the live run fed 4x its capacity (default 300; 0: skip)")
     p.add_argument("--work", type=Path, default=Path("out/bench"), help="folder for the pipeline runs' outputs")
     args = p.parse_args(argv)
 
@@ -90,6 +93,9 @@ def main(argv=None) -> int:
                     "frame, one process (`models/baseline.py`).\n\n" + "\n".join(rows))
     sections.append(pipeline_section(args, max(b.fps for b in baseline.values()),
                                      baseline["one thread per library"].seconds / baseline["one thread per library"].frames))
+    if args.overload_seconds:
+        print(f"overload: capacity, then {args.overload_seconds:.0f} s live at 4x it", file=sys.stderr)
+        sections.append(format_overload(overload_benchmark(args.overload_seconds, args.work / "overload", args.video)))
     if args.gallery_size:
         print(f"gallery benchmark: {args.gallery_size:,} embeddings (a few minutes)", file=sys.stderr)
         sections.append(f"## Gallery ({args.gallery_size:,} x 128)\n\n" +
