@@ -39,7 +39,9 @@ class PoolSpec:
 class PipelineConfig:
     sources: tuple[str, ...] = ()
     mode: str = "lossless"  # "live": newest first, stale frames dropped; "lossless": backpressure
-    max_in_flight: int = 6  # frames per stream between admission and output
+    # frames per stream between admission and output; None: 3 in live mode (latency), 16 in
+    # lossless mode (a deep window keeps every pool busy: 1.29x vs 1.07x the baseline at 6)
+    max_in_flight: int | None = None
     max_age_s: float = 1.0  # live: a frame waiting longer than this for detection is stale
     realtime: bool | None = None  # pace file sources at their fps; default: on in live mode
     loop: bool = False
@@ -59,6 +61,9 @@ class PipelineConfig:
     enrol_after: int = 3  # identity results without a match before a track is enrolled
     alarm_cooldown_s: float = 30.0  # a watched person raises at most one alarm per this, per stream
 
+    def in_flight_limit(self) -> int:
+        return self.max_in_flight or (3 if self.mode == "live" else 16)
+
     def pool(self, task: str) -> PoolSpec:
         for spec in self.pools:
             if spec.task == task:
@@ -77,7 +82,7 @@ class PipelineConfig:
     def validate(self) -> PipelineConfig:
         if self.mode not in ("live", "lossless"):
             raise ConfigError(f"mode must be live or lossless, not {self.mode!r}")
-        if self.max_in_flight < 1:
+        if self.max_in_flight is not None and self.max_in_flight < 1:
             raise ConfigError("max_in_flight must be at least 1")
         for spec in self.pools:
             if spec.task not in TASKS:
@@ -94,7 +99,7 @@ def _default(f):
 
 
 # fields whose default is None, and the type a value must have
-_OPTIONAL_TYPES = {"realtime": bool, "duration": float, "model": str, "models_file": str, "gallery": str}
+_OPTIONAL_TYPES = {"max_in_flight": int, "realtime": bool, "duration": float, "model": str, "models_file": str, "gallery": str}
 
 
 def _checked(key: str, value, default, where: str):

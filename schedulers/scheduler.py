@@ -52,7 +52,7 @@ class PriorityScheduler:
         self.gallery = gallery
         specs = config.all_pools()
         self.specs = {s.task: s for s in specs}
-        self.policy = SchedulingPolicy({s.task: s.priority for s in specs}, config.mode, config.max_in_flight,
+        self.policy = SchedulingPolicy({s.task: s.priority for s in specs}, config.mode, config.in_flight_limit(),
                                         {s.task: (1 if s.task == "detection" else s.batch_size) for s in specs})
         self.ledger = FrameLedger()
         self.stats = StageStats()
