@@ -96,7 +96,7 @@ class KerasBackend(Backend):
         spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
         # one traced graph for every batch size: an eager call per face costs ~7x more
         call = tf.function(lambda x: model(x, training=False), input_signature=[spec], reduce_retracing=True)
-        for size in self.BUCKETS:  # the first run of each batch shape builds its kernels (~0.1 s)
+        for size in self.BUCKETS[:4]:  # the first run of a batch shape builds its kernels (~0.1 s)
             call(np.zeros((size, *model.input_shape[1:]), np.float32))
         return call
 

@@ -120,8 +120,8 @@ def test_live_view_in_a_browser(local_ray, analyzer, tmp_path):
             expect(page.locator("#pool-expression-size")).to_have_text("×2", timeout=60_000)
             expect(page.locator("#threshold-now")).to_have_text("now 0.6", timeout=60_000)
             swaps = page.locator("#swaps")
-            expect(swaps).to_contain_text("expression pool → 2 done")
-            expect(swaps).to_contain_text("detector threshold → 0.6 done")
+            expect(swaps).to_contain_text("expression pool → 2 done", timeout=60_000)
+            expect(swaps).to_contain_text("detector threshold → 0.6 done", timeout=60_000)
             assert page.inner_text("#status") == "running", "the run ended before the swaps were shown"
             # the screenshot is worth more with a recognised face in it
             page.wait_for_function("document.querySelector('#tracks .who') || "
