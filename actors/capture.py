@@ -56,7 +56,6 @@ class CaptureActor:
                 delay = start + seq / self.source.fps - time.monotonic()
                 if delay > 0:
                     self._stop.wait(delay)
-        ray.get(self.scheduler.stream_ended.remote(self.stream, seq))
         return CaptureReport(self.stream, seq, tuple(errors))
 
     def stop(self) -> None:

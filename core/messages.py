@@ -51,9 +51,6 @@ class FaceCrops:
     def __len__(self) -> int:
         return len(next(iter(self.chips.values()))) if self.chips else 0
 
-    def take(self, indices: list[int]) -> FaceCrops:
-        return FaceCrops({k: v[indices] for k, v in self.chips.items()})
-
 
 @dataclass(frozen=True, slots=True)
 class AgeEstimates:

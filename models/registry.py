@@ -3,7 +3,6 @@ from `zoo.toml`; users add entries with `[[model]]` tables in their own TOML con
 from __future__ import annotations
 
 import tomllib
-from dataclasses import replace
 from pathlib import Path
 
 from models.backends import BACKENDS, DlibEmbeddingBackend
@@ -72,6 +71,3 @@ class ModelRegistry:
             raise ModelEntryError(f"{entry.source}: model {name!r}: backend {entry.backend!r} cannot run a {entry.task} model")
         backend = BACKENDS[entry.backend](path, threads)
         return (AgeEstimator if entry.task == "age" else Classifier)(entry, backend)
-
-    def with_backend(self, name: str, backend: str) -> None:
-        self.add(replace(self.get(name), backend=backend))

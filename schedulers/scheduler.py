@@ -186,9 +186,6 @@ class PriorityScheduler:
             self.metrics.latency.observe(latency * 1000, tags={"stage": "end_to_end"})
         self._notify()
 
-    async def stream_ended(self, stream: str, frames: int) -> None:
-        self._notify()
-
     async def drain(self) -> None:
         while self.ledger.open_frames():
             self.changed.clear()
