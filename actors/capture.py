@@ -23,8 +23,8 @@ class CaptureReport:
 @ray.remote(num_cpus=0, max_concurrency=2)
 class CaptureActor:
     def __init__(self, stream: str, source: str, scheduler, realtime: bool, loop: bool = False,
-                 duration: float | None = None):
-        self.stream, self.scheduler = stream, scheduler
+                 duration: float | None = None, backpressure: bool = True):
+        self.stream, self.scheduler, self.backpressure = stream, scheduler, backpressure
         self.address, self.loop = source, loop
         self.source = None
         self.realtime, self.duration = realtime, duration
@@ -37,7 +37,7 @@ class CaptureActor:
         return self.source.fps
 
     def run(self) -> CaptureReport:
-        seq, errors = 0, []
+        seq, errors, offers = 0, [], []
         start = time.monotonic()
         for item in self.source:
             if self._stop.is_set() or (self.duration and time.monotonic() - start > self.duration):
@@ -49,13 +49,19 @@ class CaptureActor:
                 now = time.time()
                 t_stream = seq / self.source.fps if self.source.is_file else now
                 frame = FrameRef(self.stream, seq, now, item.image.shape, ray.put(item.image), t_stream)
-                ray.get(self.scheduler.admit.remote(frame))
+                offers.append(self.scheduler.admit.remote(frame))
+                # lossless: wait for the scheduler to take the frame (backpressure); live: the
+                # scheduler answers at once, so a few answers are awaited together
+                if self.backpressure or len(offers) > 4:
+                    ray.get(offers)
+                    offers = []
             seq += 1
             if self.realtime and self.source.is_file:
                 # a file played as a camera: frame k is due k/fps seconds after the start
                 delay = start + seq / self.source.fps - time.monotonic()
                 if delay > 0:
                     self._stop.wait(delay)
+        ray.get(offers)
         return CaptureReport(self.stream, seq, tuple(errors))
 
     def stop(self) -> None:

@@ -1,6 +1,7 @@
-"""`DetectorActor`: detection, landmarks and every model's aligned chips for one frame. The chips
-go back as a second return value, so they stay in the object store, owned by the caller (they
-outlive this actor if it dies) and fetched only by the recognition actor that needs them."""
+"""`DetectorActor`: detection, landmarks and every model's aligned chips for one frame. Three
+return values: the face count (all the scheduler waits for), the faces (fetched by the stream's
+tracker) and the chips, which stay in the object store, owned by the caller (they outlive this
+actor if it dies) and fetched only by the recognition actor that needs them."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,6 +35,7 @@ class DetectorActor:
 
         return ray.get_runtime_context().get_node_id(), os.getpid()
 
-    @ray.method(num_returns=2)
-    def detect(self, frame: FrameRef) -> tuple[FaceBoxes, FaceCrops]:
-        return self.stage(ray.get(frame.ref))
+    @ray.method(num_returns=3)
+    def detect(self, frame: FrameRef) -> tuple[int, FaceBoxes, FaceCrops]:
+        faces, crops = self.stage(ray.get(frame.ref))
+        return len(faces), faces, crops

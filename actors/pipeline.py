@@ -3,19 +3,25 @@ No logic of its own beyond wiring and the end-of-run sequence."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import ray
 
 from actors.capture import CaptureActor, CaptureReport
+from actors.detector import DetectorActor
 from actors.gallery import GalleryKeeper
+from actors.recognition import RECOGNITION_ACTORS
 from actors.sinks import EventLogActor, VideoSinkActor
 from actors.tracker import TrackerActor
-from core.config import PipelineConfig
+from core.config import TASKS, PipelineConfig, PoolSpec
 from core.gallery import GalleryConfig
 from core.sources import stream_name
+from models.detector import DetectorConfig
 from models.registry import DEFAULT_MODELS, ModelRegistry
 from schedulers.scheduler import PriorityScheduler, RunSummary
+
+JOB_NAME = "facelive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,9 +29,39 @@ class RunResult:
     summary: RunSummary
     tracks: int
     fresh_share: float  # faces whose attributes are at most 0.5 s old
+    carried: int  # output frames whose boxes were carried by tracking (live), not detected
     captures: tuple[CaptureReport, ...]
     videos: dict[str, str]
     events: str
+
+
+def named(actor_class, name: str, **options):
+    """`actor_class.options(name="facelive:NAME", ...)`: the dashboard's Actors view then reads as
+    the pipeline. A second run in the same Ray job gets the next free suffix."""
+    for attempt in range(1000):
+        full = f"{JOB_NAME}:{name}" + (f"~{attempt}" if attempt else "")
+        try:
+            ray.get_actor(full)
+        except ValueError:
+            return actor_class.options(name=full, **options)
+    raise RuntimeError(f"no free actor name for {name}")
+
+
+def spawn_pool_actor(spec: PoolSpec, config: PipelineConfig, name: str, gallery=None):
+    """The scheduler's actor factory: one pool actor for `spec`. A dead actor is restarted with
+    fresh state (state lives in the trackers); the scheduler retries or drops its call."""
+    options = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus, "max_restarts": -1, "max_task_retries": 0}
+    if spec.resources:
+        options["resources"] = dict(spec.resources)
+    if spec.task == "detection":
+        models = {"detection": spec.model} if spec.model else None
+        detector = DetectorConfig(threshold=config.detector_threshold, max_side=config.detector_max_side)
+        return named(DetectorActor, name, **options).remote(models, detector, config.threads, config.models_file)
+    main_model = {"expression": "expression", "age_gender": "age", "identity": "identity"}[spec.task]
+    models = {main_model: spec.model} if spec.model else None
+    extra = (gallery,) if spec.task == "identity" else ()
+    return named(RECOGNITION_ACTORS[spec.task], name, **options).remote(models, config.threads, config.models_file,
+                                                                       *extra)
 
 
 def _labels(config: PipelineConfig):
@@ -44,8 +80,9 @@ class Pipeline:
         if config.gallery or config.enrol_unknown:
             registry = ModelRegistry()
             scale = registry.get(DEFAULT_MODELS["identity"]).distance_scale
-            self.gallery = GalleryKeeper.remote(config.gallery, GalleryConfig(distance_scale=scale))
-        self.scheduler = PriorityScheduler.remote(config, self.gallery)
+            self.gallery = named(GalleryKeeper, "gallery").remote(config.gallery, GalleryConfig(distance_scale=scale))
+        self.scheduler = named(PriorityScheduler, "scheduler").remote(config, partial(spawn_pool_actor,
+                                                                                     gallery=self.gallery))
         self.captures: list = []
 
     def start(self) -> dict[str, int]:
@@ -57,21 +94,25 @@ class Pipeline:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         events_path = str((self.out / "events.msgpack").resolve())
-        event_log = EventLogActor.remote(events_path, self.view)
+        event_log = named(EventLogActor, "events").remote(events_path, self.view)
         realtime = cfg.mode == "live" if cfg.realtime is None else cfg.realtime
         labels = _labels(cfg)
+        # a task whose pool has no actors is never asked for: its jobs would wait forever
+        tasks = tuple(t for t in TASKS if t != "detection" and cfg.pool(t).count > 0)
         trackers, sinks, videos = [], [], {}
         try:
             for i, source in enumerate(cfg.sources):
                 stream = stream_name(source, i)
-                capture = CaptureActor.remote(stream, source, self.scheduler, realtime, cfg.loop, cfg.duration)
+                capture = named(CaptureActor, f"capture:{i}").remote(stream, source, self.scheduler, realtime,
+                                                                     cfg.loop, cfg.duration, cfg.mode == "lossless")
                 self.captures.append(capture)
                 fps = ray.get(capture.open.remote())
                 folder = self.out if len(cfg.sources) == 1 else self.out / stream.replace(":", "-")
                 videos[stream] = str((folder / "annotated.mp4").resolve())
-                sinks.append(VideoSinkActor.remote(videos[stream], fps, stream, self.view))
-                trackers.append(TrackerActor.remote(stream, self.scheduler, sinks[-1], event_log, cfg, labels,
-                                                    self.gallery))
+                sinks.append(named(VideoSinkActor, f"video:{i}").remote(videos[stream], fps, event_log, stream,
+                                                                        self.view))
+                trackers.append(named(TrackerActor, f"tracker:{i}").remote(stream, self.scheduler, sinks[-1], cfg,
+                                                                           labels, tasks, self.gallery))
                 ray.get(self.scheduler.register_stream.remote(stream, trackers[-1]))
             runs = [c.run.remote() for c in self.captures]
             try:
@@ -81,7 +122,8 @@ class Pipeline:
                 reports = ray.get(runs)
             ray.get(self.scheduler.drain.remote())
             ends = ray.get([t.finish.remote() for t in trackers])
-            ray.get([s.close.remote() for s in sinks] + [event_log.close.remote()])
+            ray.get([s.close.remote() for s in sinks])
+            ray.get(event_log.close.remote())
             summary = ray.get(self.scheduler.summary.remote())
         finally:
             ray.get(self.scheduler.shutdown.remote())
@@ -89,7 +131,8 @@ class Pipeline:
                 ray.kill(handle)
         shown = sum(r.faces_shown for r in ends)
         fresh = sum(r.faces_fresh for r in ends) / shown if shown else 0.0
-        return RunResult(summary, sum(r.tracks for r in ends), fresh, tuple(reports), videos, events_path)
+        return RunResult(summary, sum(r.tracks for r in ends), fresh, sum(r.frames_carried for r in ends),
+                         tuple(reports), videos, events_path)
 
     def stop(self) -> None:
         """Ask every capture to stop; frames in flight still finish."""

@@ -2,28 +2,16 @@
 on all their chips, and returns one `Recognised` per job. Only crops reach them, never frames."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 import ray
 
 from actors.gallery import replica
 from core.gallery import GalleryConfig
-from core.messages import AgeEstimates, ClassScores
-from core.stream import Recognised
+from core.messages import AgeEstimates, ClassScores, Recognised, RecognitionJob
 from models.entry import CropSpec
 from models.registry import DEFAULT_MODELS, ModelRegistry
-
-
-@dataclass(frozen=True, slots=True)
-class RecognitionJob:
-    stream: str
-    seq: int
-    task: str
-    crops: list[Any]  # [ObjectRef[FaceCrops]]: a list, so Ray hands the ref on unresolved
-    indices: tuple[int, ...]
-    track_ids: tuple[int, ...]
 
 
 def _registry(models_file: str | None) -> ModelRegistry:

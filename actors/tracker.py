@@ -1,16 +1,24 @@
-"""`TrackerActor`: one per stream, a thin async shell around `StreamTracker`. Detections may come
-back out of order from the detector pool; frames leave in order."""
+"""`TrackerActor`: one per stream, a thin async shell around `StreamTracker`. Detections come
+straight from the detector pool, possibly out of order; frames leave in order, each as one call to
+the stream's sink, and the scheduler hears which frames are done in small batches."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass
 
 import ray
 
-from actors.recognition import RecognitionJob
 from core.config import PipelineConfig
-from core.messages import FaceBoxes, FrameRef
+from core.messages import FaceBoxes, FrameRef, RecognitionJob
 from core.stream import FrameWork, StreamTracker
+
+log = logging.getLogger("facelive.tracker")
+
+# frames reported done per scheduler call, and the longest a done frame waits to be reported
+DONE_BATCH = 4
+DONE_WAIT_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,48 +26,83 @@ class TrackerReport:
     tracks: int
     faces_shown: int  # faces of confirmed tracks in output frames
     faces_fresh: int  # of those, faces whose every attribute came from a frame at most 0.5 s older
+    frames_carried: int  # output frames whose boxes were carried by tracking, not detected
 
 
 @ray.remote(num_cpus=0)
 class TrackerActor:
-    def __init__(self, stream: str, scheduler, video_sink, event_log, config: PipelineConfig, labels,
+    def __init__(self, stream: str, scheduler, sink, config: PipelineConfig, labels, tasks: tuple[str, ...],
                  gallery=None):
-        self.stream, self.scheduler, self.gallery = stream, scheduler, gallery
-        self.video_sink, self.event_log = video_sink, event_log
+        self.stream, self.scheduler, self.sink, self.gallery = stream, scheduler, sink, gallery
         age_bins, gender_labels, expression_labels = labels
         self.core = StreamTracker(stream, age_bins, gender_labels, expression_labels,
-                                  config.tracker, config.fusion, config.budget,
+                                  config.tracker, config.fusion, config.budget, tasks=tasks,
                                   alarm_cooldown_s=config.alarm_cooldown_s,
                                   enrol_after=config.enrol_after if config.enrol_unknown and gallery else None,
                                   names_faces=gallery is not None)
-        self._refs: dict[int, tuple[FrameRef | None, list | None]] = {}
-        self._done: dict[int, FrameWork] = {}
+        self._frames: dict[int, tuple[FrameRef | None, list | None]] = {}
+        self._done: dict[int, tuple[FrameWork, FrameRef | None]] = {}
         self._next_out = 0
         self._writes: list = []
+        self._reported: list[tuple[int, float, float]] = []
+        self._report_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
         self._last_t = 0.0
+        self.carried = 0
 
-    async def on_detections(self, stream: str, seq: int, t_stream: float, faces: FaceBoxes | None,
-                            crops: list | None, frame: FrameRef | None = None) -> None:
-        self._refs[seq] = (frame, crops)
-        for work in self.core.add(seq, t_stream, faces, frame.t_capture if frame else None):
-            asyncio.create_task(self._recognise(work))
+    # async methods: they run on the actor's event loop, where the recognition tasks live
+    async def on_detections(self, frame: FrameRef, faces: FaceBoxes, crops: list) -> None:
+        self._add(frame, faces, crops)
+
+    async def on_carried(self, frame: FrameRef) -> None:
+        self._add(frame, None, None, carried=True)
+
+    async def on_dropped(self, seq: int) -> None:
+        if seq < self.core.next_seq or seq in self._frames:
+            return  # it reached the tracker before the scheduler gave it up
+        self._frames[seq] = (None, None)
+        self._start(self.core.add(seq, 0.0, None))
+
+    def _add(self, frame: FrameRef, faces: FaceBoxes | None, crops: list | None, carried: bool = False) -> None:
+        if frame.seq < self.core.next_seq or frame.seq in self._frames:
+            return  # a retried detection whose first answer already arrived, or a frame already dropped
+        self._frames[frame.seq] = (frame, crops)
+        self.carried += carried
+        self._start(self.core.add(frame.seq, frame.t_stream, faces, frame.t_capture, carried=carried))
+
+    def _start(self, ready: list[FrameWork]) -> None:
+        for work in ready:
+            if work.jobs:
+                task = asyncio.get_running_loop().create_task(self._recognise(work))
+                # kept, so it is not collected mid-flight and its failure is seen
+                self._tasks.add(task)
+                task.add_done_callback(self._finished)
+            else:
+                self._complete(work)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s: recognition of a frame failed: %r", self.stream, task.exception())
 
     async def _recognise(self, work: FrameWork) -> None:
-        frame, crops = self._refs.pop(work.seq)
-        if work.faces is not None and work.jobs:
-            calls = [self.scheduler.recognize.remote(
-                RecognitionJob(self.stream, work.seq, job.task, crops, job.indices, job.track_ids))
-                for job in work.jobs]
-            for result in await asyncio.gather(*calls):
+        try:
+            _, crops = self._frames[work.seq]
+            jobs = [RecognitionJob(self.stream, work.seq, job.task, crops, job.indices, job.track_ids)
+                    for job in work.jobs]
+            for result in await self.scheduler.recognize.remote(jobs):
                 if result is not None:
                     self.core.fuse(result, work.t)
             for request in self.core.enrol_requests():
                 name = await self.gallery.enrol_unknown.remote(request.vectors, f"{self.stream}#track={request.track_id}")
                 self.core.enrolled(request.track_id, name, work.t)
-        self._done[work.seq] = (work, frame)
-        self._emit_in_order()
+        finally:
+            # whatever failed above, the frame still goes out, or every later frame would wait for it
+            self._complete(work)
 
-    def _emit_in_order(self) -> None:
+    def _complete(self, work: FrameWork) -> None:
+        frame, _ = self._frames.pop(work.seq)
+        self._done[work.seq] = (work, frame)
         while self._next_out in self._done:
             work, frame = self._done.pop(self._next_out)
             self._next_out += 1
@@ -67,17 +110,30 @@ class TrackerActor:
                 continue
             output = self.core.output(work)
             self._last_t = work.t
-            self._writes.append(self.video_sink.write.remote(frame, list(output.labels), output.banner))
-            self._writes.append(self.event_log.write.remote([*work.events, *output.extra_events, output.event]))
-            self._writes.append(self.scheduler.frame_done.remote(self.stream, work.seq, work.t_capture))
-            if len(self._writes) > 300:
-                _, self._writes = ray.wait(self._writes, num_returns=len(self._writes), timeout=0)
+            self._writes.append(self.sink.write.remote(frame, list(output.labels), output.banner,
+                                                       [*work.events, *output.extra_events, output.event]))
+            self._reported.append((work.seq, work.t_capture, time.time()))
+        if len(self._writes) > 300:
+            _, self._writes = ray.wait(self._writes, num_returns=len(self._writes), timeout=0)
+        if len(self._reported) >= DONE_BATCH:
+            self._report()
+        elif self._reported and self._report_timer is None:
+            self._report_timer = asyncio.get_running_loop().call_later(DONE_WAIT_S, self._report)
+
+    def _report(self) -> None:
+        if self._report_timer is not None:
+            self._report_timer.cancel()
+            self._report_timer = None
+        if self._reported:
+            self.scheduler.frames_done.remote(self.stream, self._reported)
+            self._reported = []
 
     async def finish(self) -> TrackerReport:
         """End every track and wait until every write of this stream has landed."""
+        self._report()
         events = self.core.finish(self._last_t)
         if events:
-            self._writes.append(self.event_log.write.remote(events))
+            self._writes.append(self.sink.events.remote(events))
         await asyncio.gather(*self._writes)
         self._writes = []
-        return TrackerReport(self.core.tracks_started, self.core.faces_shown, self.core.faces_fresh)
+        return TrackerReport(self.core.tracks_started, self.core.faces_shown, self.core.faces_fresh, self.carried)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from core.config import PipelineConfig
-from schedulers.budget import BudgetConfig
+from core.budget import BudgetConfig
 
 # every task on every face of every frame: the same work as the sequential baseline
 EVERY_FRAME = BudgetConfig(expression_interval_s=0.0, age_gender_interval_s=0.0, age_gender_refresh_s=0.0,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.fusion import FusionConfig
 from core.tracking import TrackerConfig
-from schedulers.budget import BudgetConfig
+from core.budget import BudgetConfig
 
 TASKS = ("detection", "expression", "age_gender", "identity")
 # The TUT system's order: what changes fastest on a face is worth most.
@@ -39,11 +39,17 @@ class PoolSpec:
 class PipelineConfig:
     sources: tuple[str, ...] = ()
     mode: str = "lossless"  # "live": newest first, stale frames dropped; "lossless": backpressure
-    # frames per stream between admission and output; None: 3 in live mode (live p95 latency
-    # 1242 -> 621 ms against 6), 16 in lossless mode (a deep window keeps every pool fed; a file's
-    # latency does not matter)
+    # frames per stream between admission and output; None: 8 in live mode (with `carry` at most
+    # one of them waits for detection; the rest are being recognised or written), 16 in lossless
+    # mode (a deep window keeps every pool fed; a file's latency does not matter)
     max_in_flight: int | None = None
     max_age_s: float = 1.0  # live: a frame waiting longer than this for detection is stale
+    # live: a frame that a newer one overtakes before a detector is free goes on undetected, with
+    # the tracks' predicted boxes (DeepStream's detection interval, chosen by load); off: dropped
+    carry: bool = True
+    # a pool call not answered within this is given up and its actor restarted
+    call_timeout_s: float = 30.0
+    retries: int = 2  # lossless: times a failed detection is tried again before the frame is dropped
     realtime: bool | None = None  # pace file sources at their fps; default: on in live mode
     loop: bool = False
     duration: float | None = None
@@ -63,7 +69,7 @@ class PipelineConfig:
     alarm_cooldown_s: float = 30.0  # a watched person raises at most one alarm per this, per stream
 
     def in_flight_limit(self) -> int:
-        return self.max_in_flight or (3 if self.mode == "live" else 16)
+        return self.max_in_flight or (8 if self.mode == "live" else 16)
 
     def pool(self, task: str) -> PoolSpec:
         for spec in self.pools:
@@ -85,11 +91,15 @@ class PipelineConfig:
             raise ConfigError(f"mode must be live or lossless, not {self.mode!r}")
         if self.max_in_flight is not None and self.max_in_flight < 1:
             raise ConfigError("max_in_flight must be at least 1")
+        if self.call_timeout_s <= 0 or self.retries < 0:
+            raise ConfigError("call_timeout_s must be > 0 and retries >= 0")
         for spec in self.pools:
             if spec.task not in TASKS:
                 raise ConfigError(f"pool for unknown task {spec.task!r}; tasks: {TASKS}")
             if spec.count < 0 or spec.batch_size < 1:
                 raise ConfigError(f"pool {spec.task}: count must be >= 0 and batch_size >= 1")
+            if spec.count == 0 and spec.task == "detection":
+                raise ConfigError("pool detection: count must be at least 1 (every frame is detected or carried)")
         return self
 
 

@@ -83,3 +83,28 @@ class IdentityMatch:
     name: str
     distance: float
     watched: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecognitionJob:
+    """One task on some faces of one frame: the tracker asks, a recognition actor answers."""
+
+    stream: str
+    seq: int
+    task: str
+    crops: list[Any]  # [ObjectRef[FaceCrops]]: a list, so Ray hands the ref on unresolved
+    indices: tuple[int, ...]
+    track_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Recognised:
+    """Results of one job, row i for track_ids[i]."""
+
+    task: str
+    track_ids: tuple[int, ...]
+    age: AgeEstimates | None = None
+    gender: ClassScores | None = None
+    expression: ClassScores | None = None
+    embeddings: np.ndarray | None = None
+    matches: tuple[IdentityMatch | None, ...] = ()

@@ -1,5 +1,5 @@
 """Throughput and latency per stage, for the run summary and the live view (the Ray dashboard gets
-the same figures through `actors/metrics.py`)."""
+the same figures through `schedulers/metrics.py`)."""
 from __future__ import annotations
 
 from collections import deque

@@ -10,10 +10,10 @@ import numpy as np
 from core.draw import FaceLabel
 from core.events import frame_event, track_event
 from core.fusion import FusedAttributes, FusionConfig, TrackFusion
-from core.messages import AgeEstimates, ClassScores, FaceBoxes, IdentityMatch
+from core.messages import FaceBoxes, Recognised
 from core.records import face_record
 from core.tracking import UNCONFIRMED, Tracker, TrackerConfig
-from schedulers.budget import BudgetConfig, RecognitionBudget, Task, VisibleTrack
+from core.budget import BudgetConfig, RecognitionBudget, Task, VisibleTrack
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,8 @@ class JobSpec:
 @dataclass(frozen=True, slots=True)
 class FrameWork:
     """A frame now in order: its faces' tracks, the jobs it asks for, and track events it caused.
-    `faces` is None for a frame that was dropped before detection (only its order matters)."""
+    `faces` is None for a frame that was dropped before detection (only its order matters). A
+    carried frame was not detected: its faces are the tracks' predicted boxes."""
 
     seq: int
     t_capture: float
@@ -37,19 +38,7 @@ class FrameWork:
     jobs: tuple[JobSpec, ...]
     events: tuple[dict, ...]
     t: float = 0.0  # the stream's clock (video time for files), which tracking runs on
-
-
-@dataclass(frozen=True, slots=True)
-class Recognised:
-    """Results of one job, row i for track_ids[i]."""
-
-    task: str
-    track_ids: tuple[int, ...]
-    age: AgeEstimates | None = None
-    gender: ClassScores | None = None
-    expression: ClassScores | None = None
-    embeddings: np.ndarray | None = None
-    matches: tuple[IdentityMatch | None, ...] = ()
+    carried: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,18 +87,25 @@ class StreamTracker:
         self._events: list[dict] = []
         self._banner: tuple[str, float] | None = None
 
-    def add(self, seq: int, t: float, faces: FaceBoxes | None, t_capture: float | None = None) -> list[FrameWork]:
-        """Detections of frame `seq` (None: the frame was dropped) at stream time `t`, captured at
-        wall-clock `t_capture` (default `t`); returns the frames now in order, oldest first.
-        Tracking runs on stream time: for a file, wall-clock gaps follow processing speed, not
-        motion, and would throw the motion model off."""
-        self._waiting[seq] = (t, faces, t if t_capture is None else t_capture)
+    def add(self, seq: int, t: float, faces: FaceBoxes | None, t_capture: float | None = None,
+            carried: bool = False) -> list[FrameWork]:
+        """Detections of frame `seq` (None: the frame was dropped, or with `carried` it was not
+        detected and shows the tracks' predicted boxes) at stream time `t`, captured at wall-clock
+        `t_capture` (default `t`); returns the frames now in order, oldest first. Tracking runs
+        on stream time: for a file, wall-clock gaps follow processing speed, not motion, and
+        would throw the motion model off."""
+        self._waiting[seq] = (t, faces, t if t_capture is None else t_capture, carried)
         ready = []
         while self.next_seq in self._waiting:
-            t, found, wall = self._waiting.pop(self.next_seq)
-            ready.append(self._step(self.next_seq, t, found, wall))
+            t, found, wall, carry = self._waiting.pop(self.next_seq)
+            ready.append(self._carry(self.next_seq, t, wall) if carry else self._step(self.next_seq, t, found, wall))
             self.next_seq += 1
         return ready
+
+    def _carry(self, seq: int, t: float, t_capture: float) -> FrameWork:
+        track_ids, boxes = self.tracker.predict(t)
+        faces = FaceBoxes(boxes, np.zeros(len(boxes), np.float32), np.zeros((len(boxes), 5, 2), np.float32))
+        return FrameWork(seq, t_capture, faces, track_ids, (), (), t, carried=True)
 
     def _step(self, seq: int, t: float, faces: FaceBoxes | None, t_capture: float) -> FrameWork:
         if faces is None:
@@ -132,7 +128,6 @@ class StreamTracker:
         for job in self.budget.plan(t, visible):
             if job.task in self.tasks:
                 by_task.setdefault(str(job.task), []).append(job.track_id)
-            self.budget.complete(job)
         jobs = tuple(JobSpec(task, tuple(index_of[tid] for tid in tids), tuple(tids)) for task, tids in by_task.items())
         return FrameWork(seq, t_capture, faces, tuple(update.track_ids), jobs, tuple(events), t)
 
@@ -145,8 +140,11 @@ class StreamTracker:
                                       t_last_seen=end.t_last_seen, hits=end.hits, **summary))
         self.budget.forget([e.track_id for e in ended])
         for end in ended:
-            self._result_t.pop(end.track_id, None)
-            self._unmatched.pop(end.track_id, None)
+            # per-track state goes with its track: a long run must not grow with every face seen
+            for state in (self._result_t, self._unmatched, self._named):
+                state.pop(end.track_id, None)
+            for state in (self._matched, self._alarmed, self._enrolling):
+                state.discard(end.track_id)
         return events
 
     def finish(self, t: float) -> list[dict]:
@@ -199,13 +197,15 @@ class StreamTracker:
         if self.enrol_after is None:
             return []
         ready = [tid for tid, vecs in self._unmatched.items()
-                 if len(vecs) >= self.enrol_after and tid not in self._matched and tid not in self._enrolling
+                 if len(vecs) >= self.enrol_after and tid not in self._matched and tid not in self._enrolling and tid not in self._named
                  and tid in self.fusions]
         self._enrolling.update(ready)
         return [EnrolRequest(tid, np.stack(self._unmatched[tid])) for tid in ready]
 
     def enrolled(self, track_id: int, name: str, t: float) -> None:
-        self._named[track_id] = name
+        self._enrolling.discard(track_id)
+        if track_id in self.fusions:  # the track may have ended while it was being enrolled
+            self._named[track_id] = name
         self._events.append(track_event("enrol", self.stream, track_id, t, name=name))
 
     def output(self, work: FrameWork) -> FrameOutput:
@@ -220,6 +220,8 @@ class StreamTracker:
             record = face_record(box, work.faces.scores[i], work.faces.landmarks[i], *(
                 _attributes(fused) if fused else (None,) * 6))
             record["track_id"] = track_id
+            if work.carried:
+                record["predicted"] = True  # the box is the track's motion, not a detection
             faces.append(record)
             if track_id != UNCONFIRMED:
                 self.faces_shown += 1

@@ -175,6 +175,15 @@ class Tracker:
             ended=ended,
         )
 
+    def predict(self, t: float) -> tuple[tuple[int, ...], np.ndarray]:
+        """Where the confirmed tracks seen within `coast_s` are at time `t`, for a frame that was
+        not detected (live mode detects as often as it can and carries boxes in between).
+        Changes no track: the next detected frame associates as if this one never was."""
+        shown = [tr for tr in self._tracks
+                 if tr.confirmed and not tr.is_lost and t - tr.t_last_seen <= self.config.coast_s]
+        boxes = np.array([tr.box_at(t, self.config.coast_s) for tr in shown], dtype=np.float32).reshape(-1, 4)
+        return tuple(tr.track_id for tr in shown), boxes
+
     def set_embedding(self, track_id: int, embedding: np.ndarray) -> None:
         """Attach an identity embedding (e.g. from the identity actor) for the appearance check.
         Unknown or ended ids are ignored: results may arrive after their track ended."""

@@ -36,6 +36,7 @@ class Dispatch:
 class Admission:
     accepted: bool  # False: the caller must wait (lossless backpressure) and offer again
     dropped: tuple[WorkItem, ...] = ()  # frames that became stale because of this one (live)
+    carried: tuple[WorkItem, ...] = ()  # frames that go on undetected, boxes carried by tracking (live)
 
 
 class FrameLedger:
@@ -65,20 +66,21 @@ class FrameLedger:
     def open_frames(self, stream: str | None = None) -> int:
         return sum(1 for s, _ in self._open if stream is None or s == stream)
 
-    def balanced(self) -> bool:
-        return self.captured == self.processed + sum(self.dropped.values()) + len(self._open)
-
 
 @dataclass
 class SchedulingPolicy:
     """`priorities`: task -> number, higher runs first when workers are free. `mode`: in live,
     the newest work of a task goes first and a stream keeps at most `max_in_flight` frames open,
-    the oldest waiting frame giving way; in lossless, FIFO, and a full stream waits."""
+    the oldest waiting frame giving way; in lossless, FIFO, and a full stream waits. With `carry`
+    (live), a stream keeps at most one frame waiting for detection: a newer frame takes its place
+    and the older one goes on undetected, its boxes carried by the tracker, so the detector
+    runs as often as it can and every frame is still shown."""
 
     priorities: dict[str, int]
     mode: str = "lossless"
     max_in_flight: int = 6
     batch_sizes: dict[str, int] = field(default_factory=dict)
+    carry: bool = False
     queues: dict[str, deque[WorkItem]] = field(default_factory=dict)
     workers: dict[str, Worker] = field(default_factory=dict)
 
@@ -88,19 +90,24 @@ class SchedulingPolicy:
 
     def admit(self, item: WorkItem, open_frames: int) -> Admission:
         """Offer a new frame's first work item; `open_frames` of its stream are open now."""
+        carried: tuple[WorkItem, ...] = ()
+        if self.carry and self.mode == "live":
+            carried = tuple(w for w in self.queues[item.task] if w.stream == item.stream)
+            for w in carried:
+                self.queues[item.task].remove(w)
         if open_frames < self.max_in_flight:
             self.push(item)
-            return Admission(True)
+            return Admission(True, carried=carried)
         if self.mode == "lossless":
             return Admission(False)
         waiting = [w for w in self.queues[item.task] if w.stream == item.stream]
         if not waiting:
             # every open frame of the stream is past this stage: the new one is the stale-to-be
-            return Admission(True, (item,))
+            return Admission(True, (item,), carried)
         oldest = waiting[0]
         self.queues[item.task].remove(oldest)
         self.push(item)
-        return Admission(True, (oldest,))
+        return Admission(True, (oldest,), carried)
 
     def push(self, item: WorkItem) -> None:
         self.queues[item.task].append(item)
@@ -144,13 +151,6 @@ class SchedulingPolicy:
         worker = self.workers.get(worker_id)
         if worker is not None:
             worker.busy = False
-
-    def cancel(self, task: str, predicate) -> list[WorkItem]:
-        queue = self.queues[task]
-        gone = [w for w in queue if predicate(w)]
-        for w in gone:
-            queue.remove(w)
-        return gone
 
     def queue_depth(self, task: str) -> int:
         return len(self.queues[task])

@@ -1,6 +1,7 @@
-"""`PriorityScheduler`: the async actor that applies `SchedulingPolicy`. It owns the pools (several
-actors per task, on CPU or GPU workers), admits frames, sends detection and recognition work to
-free actors by priority, and keeps the ledger where every frame ends exactly once."""
+"""`PriorityScheduler`: the async actor that applies `SchedulingPolicy`. It admits frames, sends
+detection and recognition work to free pool actors by priority, and keeps the ledger where every
+frame ends exactly once. Pool actors come from `PoolManager`; results go where they are used:
+detections straight from the detector to the stream's tracker, never through here."""
 from __future__ import annotations
 
 import asyncio
@@ -9,17 +10,13 @@ import time
 from dataclasses import dataclass, replace
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
 
-from actors.detector import DetectorActor
-from actors.metrics import PipelineMetrics
-from actors.recognition import RECOGNITION_ACTORS, RecognitionJob
-from core.config import TASKS, ConfigError, PipelineConfig, PoolSpec
-from core.messages import FrameRef
+from core.config import PipelineConfig
+from core.messages import FrameRef, Recognised, RecognitionJob
 from core.stats import StageFigures, StageStats
-from core.stream import Recognised
-from models.detector import DetectorConfig
+from schedulers.metrics import PipelineMetrics
 from schedulers.policy import FrameLedger, SchedulingPolicy, WorkItem, Worker
+from schedulers.pools import ActorFactory, PoolManager
 
 log = logging.getLogger("facelive.scheduler")
 
@@ -32,109 +29,53 @@ class RunSummary:
     stages: dict[str, StageFigures]
     faces: int
     seconds: float
-
-
-def check_feasible(spec: PoolSpec, cluster: dict[str, float]) -> None:
-    """An actor asking for what no node has stays pending forever in Ray: refuse it up front."""
-    wants = {"CPU": spec.num_cpus, "GPU": spec.num_gpus, **spec.resources}
-    for name, amount in wants.items():
-        if amount > 0 and cluster.get(name, 0) < amount:
-            hint = ("run without --gpu, or on a machine with a GPU" if name == "GPU" else
-                    f"start a node with `ray start --address=HEAD:6379 --resources='{{\"{name}\": N}}'`")
-            raise ConfigError(f"pool {spec.task!r} asks for {name}={amount:g} per actor but the cluster has "
-                              f"{cluster.get(name, 0):g}; {hint}")
+    carried: int = 0  # processed frames shown with tracked, not detected, boxes (live)
 
 
 @ray.remote(num_cpus=0)
 class PriorityScheduler:
-    def __init__(self, config: PipelineConfig, gallery=None):
+    def __init__(self, config: PipelineConfig, factory: ActorFactory):
         self.config = config
-        self.gallery = gallery
         specs = config.all_pools()
-        self.specs = {s.task: s for s in specs}
         self.policy = SchedulingPolicy({s.task: s.priority for s in specs}, config.mode, config.in_flight_limit(),
-                                        {s.task: (1 if s.task == "detection" else s.batch_size) for s in specs})
+                                        {s.task: (1 if s.task == "detection" else s.batch_size) for s in specs},
+                                        carry=config.carry)
+        self.pools = PoolManager(config, self.policy, factory)
         self.ledger = FrameLedger()
         self.stats = StageStats()
         self.metrics = PipelineMetrics()
         self.trackers: dict[str, ray.actor.ActorHandle] = {}
         self.changed = asyncio.Event()
         self.faces = 0
+        self.carried = 0
         self.started = time.monotonic()
-        self._next_worker = 0
+        self._attempts: dict[tuple[str, int], int] = {}
+        self._gauges_at = 0.0
 
     # ---- pools
     async def start_pools(self, timeout_s: float = 300.0) -> dict[str, int]:
-        cluster = ray.cluster_resources()
-        for spec in self.specs.values():
-            check_feasible(spec, cluster)
-        await self._ready([self._spawn(spec) for spec in self.specs.values() for _ in range(spec.count)], timeout_s)
+        await self.pools.start(timeout_s)
         return self.pool_sizes()
 
     async def resize_pool(self, task: str, count: int) -> dict[str, int]:
-        """Grow or shrink a task's pool while frames flow: new actors join once ready, surplus
-        ones finish the batch they hold and leave."""
-        live = [w for w in self.policy.workers.values() if w.task == task and not w.retired]
-        if count > len(live):
-            await self._ready([self._spawn(self.specs[task]) for _ in range(count - len(live))])
-        for worker in live[count:]:
-            self._retire(worker)
-        return self.pool_sizes()
-
-    async def swap_model(self, task: str, model: str | None = None, detector_threshold: float | None = None) -> dict[str, int]:
-        """Replace a task's actors with ones running another model (or detector threshold): the new
-        pool starts and takes over, the old one drains; no frame is lost or counted twice."""
-        if detector_threshold is not None:
-            self.config = replace(self.config, detector_threshold=detector_threshold)
-        self.specs[task] = replace(self.specs[task], model=model or self.specs[task].model)
-        old = [w for w in self.policy.workers.values() if w.task == task and not w.retired]
-        await self._ready([self._spawn(self.specs[task]) for _ in range(max(1, len(old)))])
-        for worker in old:
-            self._retire(worker)
+        await self.pools.resize(task, count, 300.0)
         self._pump()
         return self.pool_sizes()
 
-    async def _ready(self, handles, timeout_s: float = 300.0) -> None:
-        try:
-            await asyncio.wait_for(asyncio.gather(*[h.__ray_ready__.remote() for h in handles]), timeout_s)
-        except asyncio.TimeoutError:
-            raise ConfigError(f"pool actors not running after {timeout_s:.0f} s: the cluster lacks the resources "
-                              f"they ask for ({ray.available_resources()} available)") from None
-
-    def _retire(self, worker: Worker) -> None:
-        worker.retired = True
-        if not worker.busy:
-            self._release(worker)
-
-    def _release(self, worker: Worker) -> None:
-        self.policy.remove_worker(worker.worker_id)
-        ray.kill(worker.handle)
-
-    def _spawn(self, spec: PoolSpec):
-        cfg = self.config
-        # a dead actor is restarted with fresh state (state lives in the trackers); lossless re-runs
-        # the call it was in (at-least-once), live gives it up and counts the frame as lost
-        options = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus, "max_restarts": -1,
-                   "max_task_retries": -1 if cfg.mode == "lossless" else 0}
-        if spec.resources:
-            options["resources"] = dict(spec.resources)
-        if spec.task == "detection":
-            models = {"detection": spec.model} if spec.model else None
-            det = DetectorConfig(threshold=cfg.detector_threshold, max_side=cfg.detector_max_side)
-            handle = DetectorActor.options(**options).remote(models, det, cfg.threads, cfg.models_file)
-        else:
-            main_model = {"expression": "expression", "age_gender": "age", "identity": "identity"}[spec.task]
-            models = {main_model: spec.model} if spec.model else None
-            extra = (self.gallery,) if spec.task == "identity" else ()
-            handle = RECOGNITION_ACTORS[spec.task].options(**options).remote(models, cfg.threads, cfg.models_file, *extra)
-        self._next_worker += 1
-        self.policy.add_worker(Worker(f"{spec.task}-{self._next_worker}", spec.task, handle))
-        return handle
+    async def swap_model(self, task: str, model: str | None = None, detector_threshold: float | None = None) -> dict[str, int]:
+        """Replace a task's actors with ones running another model (or detector threshold): no
+        frame is lost or counted twice."""
+        if detector_threshold is not None:
+            self.config = replace(self.config, detector_threshold=detector_threshold)
+            self.pools.config = self.config
+        await self.pools.swap(task, model, 300.0)
+        self._pump()
+        return self.pool_sizes()
 
     def pool_sizes(self) -> dict[str, int]:
-        sizes = {t: sum(1 for w in self.policy.workers.values() if w.task == t and not w.retired) for t in TASKS}
-        for task, count in sizes.items():
-            self.metrics.actors.set(count, tags={"task": task})
+        sizes = self.pools.sizes()
+        for task, n in sizes.items():
+            self.metrics.actors.set(n, tags={"task": task})
         return sizes
 
     async def pool_places(self) -> dict[str, list[tuple[str, int]]]:
@@ -163,6 +104,9 @@ class PriorityScheduler:
             await self.changed.wait()
         for stale in decision.dropped:
             self._drop(stale, "stale")
+        for carried in decision.carried:
+            self.carried += 1
+            self.trackers[carried.stream].on_carried.remote(carried.payload)
         self._pump()
         return item not in decision.dropped
 
@@ -175,36 +119,53 @@ class PriorityScheduler:
         if self.ledger.finish(item.stream, item.seq, reason):
             self.metrics.frames_dropped.inc(tags={"stream": item.stream, "reason": reason})
             # the tracker must still learn the frame is gone, or it waits for it forever
-            self.trackers[item.stream].on_detections.remote(item.stream, item.seq, 0.0, None, None)
+            self.trackers[item.stream].on_dropped.remote(item.seq)
             self._notify()
 
-    async def frame_done(self, stream: str, seq: int, t_capture: float) -> None:
-        if self.ledger.finish(stream, seq):
-            self.metrics.frames_processed.inc(tags={"stream": stream})
-            latency = time.time() - t_capture
-            self.stats.record("end_to_end", time.monotonic(), latency)
-            self.metrics.latency.observe(latency * 1000, tags={"stage": "end_to_end"})
+    def frames_done(self, stream: str, frames: list[tuple[int, float, float]]) -> None:
+        """Frames the tracker has put out, as (seq, capture time, output time): it reports them
+        in small batches, so latency is taken from the output time it noted."""
+        done = 0
+        for seq, t_capture, t_out in frames:
+            if self.ledger.finish(stream, seq):
+                done += 1
+                latency = t_out - t_capture
+                self.stats.record("end_to_end", time.monotonic(), latency)
+                self.metrics.latency.observe(latency * 1000, tags={"stage": "end_to_end"})
+        if done:
+            self.metrics.frames_processed.inc(done, tags={"stream": stream})
         self._notify()
 
-    async def drain(self) -> None:
-        while self.ledger.open_frames():
+    async def drain(self, timeout_s: float | None = None) -> int:
+        """Wait until every admitted frame has ended; returns the frames still open when
+        `timeout_s` ran out (0 when all ended)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.ledger.open_frames() and (deadline is None or time.monotonic() < deadline):
             self.changed.clear()
             try:
                 await asyncio.wait_for(self.changed.wait(), 1.0)
             except asyncio.TimeoutError:
                 self._pump()
+        return self.ledger.open_frames()
 
     def _notify(self) -> None:
         self.changed.set()
         self._pump()
 
     # ---- recognition
-    async def recognize(self, job: RecognitionJob) -> Recognised | None:
-        """Run one job at its task's priority; None when it went stale (live) or its actor failed."""
-        future = asyncio.get_running_loop().create_future()
-        self.policy.push(WorkItem(job.task, job.stream, job.seq, time.monotonic(), (job, future)))
+    async def recognize(self, jobs: list[RecognitionJob]) -> list[Recognised | None]:
+        """Run a frame's jobs, each at its task's priority; a job's result is None when it went
+        stale (live) or its actor failed."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for job in jobs:
+            futures.append(loop.create_future())
+            if not self.pools.workers(job.task):  # a pool resized to 0: nobody would ever answer
+                futures[-1].set_result(None)
+                continue
+            self.policy.push(WorkItem(job.task, job.stream, job.seq, time.monotonic(), (job, futures[-1])))
         self._pump()
-        return await future
+        return list(await asyncio.gather(*futures))
 
     # ---- dispatch
     def _pump(self) -> None:
@@ -217,9 +178,11 @@ class PriorityScheduler:
                     item.payload[1].set_result(None)
         for dispatch in self.policy.next_dispatches():
             asyncio.create_task(self._execute(dispatch))
-        for task in self.policy.queues:
-            self.metrics.queue_depth.set(self.policy.queue_depth(task), tags={"task": task})
-            self.metrics.busy.set(self.policy.busy(task), tags={"task": task})
+        if now - self._gauges_at > 1.0:  # gauges are read every few seconds: no need to set them per event
+            self._gauges_at = now
+            for task in self.policy.queues:
+                self.metrics.queue_depth.set(self.policy.queue_depth(task), tags={"task": task})
+                self.metrics.busy.set(self.policy.busy(task), tags={"task": task})
 
     async def _execute(self, dispatch) -> None:
         worker = dispatch.worker
@@ -235,33 +198,61 @@ class PriorityScheduler:
         finally:
             self.policy.done(worker.worker_id)
             if worker.retired:
-                self._release(worker)
+                self.pools.release(worker)
             self._pump()
+
+    async def _call(self, worker: Worker, ref):
+        """Await one pool call within the deadline; past it, the actor is restarted and the
+        call counts as failed."""
+        try:
+            return await asyncio.wait_for(ref, self.config.call_timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("%s: no answer within %.0f s; restarting it", worker.worker_id, self.config.call_timeout_s)
+            self.pools.restart(worker)
+            raise
 
     async def _detect(self, worker: Worker, item: WorkItem) -> None:
         frame: FrameRef = item.payload
-        faces_ref, crops_ref = worker.handle.detect.remote(frame)
+        tracker = self.trackers[frame.stream]
+        count_ref, faces_ref, crops_ref = worker.handle.detect.remote(frame)
+        # the tracker gets the detections from the object store as soon as they exist: they
+        # never pass through this actor, which only waits for the count to free the worker
+        tracker.on_detections.remote(frame, faces_ref, [crops_ref])
         try:
-            faces = await faces_ref
-        except RayActorError as error:
-            log.warning("detector %s failed on %s#%d: %s", worker.worker_id, frame.stream, frame.seq, error)
-            if self.config.mode == "lossless":
-                self.policy.push(replace(item, t_enqueue=time.monotonic()))
-            else:
-                self._drop(item, "actor_failure")
+            faces = await self._call(worker, count_ref)
+        except Exception as error:  # noqa: BLE001 - any failure of the call ends the same way
+            self._detection_failed(item, "timeout" if isinstance(error, asyncio.TimeoutError) else "actor_failure",
+                                   error, worker)
             return
-        self.faces += len(faces)
-        if len(faces):  # Ray's counters refuse 0
-            self.metrics.faces.inc(len(faces), tags={"stream": frame.stream})
-        self.trackers[frame.stream].on_detections.remote(frame.stream, frame.seq, frame.t_stream, faces,
-                                                         [crops_ref], frame)
+        self._attempts.pop((frame.stream, frame.seq), None)
+        self.faces += faces
+        if faces:  # Ray's counters refuse 0
+            self.metrics.faces.inc(faces, tags={"stream": frame.stream})
+
+    def _detection_failed(self, item: WorkItem, reason: str, error: BaseException, worker: Worker) -> None:
+        """Lossless retries a frame a few times (a crash or a hang is seldom the frame's fault);
+        live, or a frame that keeps failing, is dropped with the reason."""
+        key = (item.stream, item.seq)
+        attempts = self._attempts.get(key, 0) + 1
+        log.warning("%s failed on %s#%d (attempt %d): %s", worker.worker_id, item.stream, item.seq, attempts,
+                    str(error).splitlines()[0] if str(error) else type(error).__name__)
+        if self.config.mode == "lossless" and attempts <= self.config.retries:
+            self._attempts[key] = attempts
+            self.policy.push(replace(item, t_enqueue=time.monotonic()))
+        else:
+            self._attempts.pop(key, None)
+            self._drop(item, reason)
 
     async def _recognise(self, worker: Worker, items) -> None:
         jobs = [item.payload[0] for item in items]
         try:
-            results = await worker.handle.run.remote(jobs)
-        except (RayActorError, ray.exceptions.RayTaskError, GetTimeoutError) as error:
-            log.warning("%s failed on %d job(s): %s", worker.worker_id, len(jobs), error)
+            results = await self._call(worker, worker.handle.run.remote(jobs))
+        except Exception as error:  # noqa: BLE001 - a failed batch gives no results, whatever the cause
+            log.warning("%s failed on %d job(s): %s", worker.worker_id, len(jobs),
+                        str(error).splitlines()[0] if str(error) else type(error).__name__)
+            results = [None] * len(jobs)
+        if len(results) != len(jobs):
+            log.warning("%s answered %d results for %d jobs; discarding them", worker.worker_id, len(results), len(jobs))
             results = [None] * len(jobs)
         for item, result in zip(items, results):
             if not item.payload[1].done():
@@ -269,10 +260,9 @@ class PriorityScheduler:
 
     def shutdown(self) -> None:
         """Stop every pool actor: a finished run gives its CPUs back to the cluster."""
-        for worker in list(self.policy.workers.values()):
-            self._release(worker)
+        self.pools.shutdown()
 
     # ---- reporting
     def summary(self) -> RunSummary:
         return RunSummary(self.ledger.captured, self.ledger.processed, dict(self.ledger.dropped),
-                          self.stats.figures(), self.faces, time.monotonic() - self.started)
+                          self.stats.figures(), self.faces, time.monotonic() - self.started, self.carried)

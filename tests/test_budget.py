@@ -1,10 +1,14 @@
-from schedulers.budget import BudgetConfig, Job, JobReason, RecognitionBudget, Task, VisibleTrack
+from core.budget import BudgetConfig, Job, JobReason, RecognitionBudget, Task, VisibleTrack
 
 FPS = 25.0
 
 
 def seen(track_id: int, area: float = 1600.0, converged: bool = False) -> VisibleTrack:
     return VisibleTrack(track_id, area, converged)
+
+
+def tasks_by_track(jobs: tuple[Job, ...], task: Task) -> list[int]:
+    return sorted(job.track_id for job in jobs if job.task is task)
 
 
 def tasks_of(jobs: tuple[Job, ...], track_id: int) -> set[Task]:
@@ -85,13 +89,17 @@ def test_under_a_cap_every_track_takes_its_turn():
         assert frames[0] <= 3 and max(gaps) <= 4  # 10 tracks, 3 a frame
 
 
-def test_jobs_of_ended_tracks_are_returned_for_cancelling_and_forgotten():
+def test_identity_is_capped_per_frame_and_the_rest_follow_on_later_frames():
     budget = RecognitionBudget()
-    jobs = budget.plan(0.0, [seen(1), seen(2)])
-    done = next(job for job in jobs if job.track_id == 1 and job.task is Task.EXPRESSION)
-    budget.complete(done)
-    cancelled = budget.forget([1])
-    assert set(cancelled) == {job for job in jobs if job.track_id == 1} - {done}
-    assert budget.forget([1]) == ()
+    first = tasks_by_track(budget.plan(0.0, [seen(1), seen(2), seen(3)]), Task.IDENTITY)
+    second = tasks_by_track(budget.plan(0.04, [seen(1), seen(2), seen(3)]), Task.IDENTITY)
+    third = tasks_by_track(budget.plan(0.08, [seen(1), seen(2), seen(3)]), Task.IDENTITY)
+    assert first == [1] and second == [2] and third == [3]  # oldest track first, one a frame
+
+
+def test_forgotten_tracks_start_from_scratch():
+    budget = RecognitionBudget()
+    budget.plan(0.0, [seen(1), seen(2)])
+    budget.forget([1])
     # a forgotten id starts from scratch should it ever be seen again
     assert tasks_of(budget.plan(1.0, [seen(1)]), 1) == set(Task)

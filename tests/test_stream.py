@@ -4,8 +4,8 @@ import random
 import msgpack
 import numpy as np
 
-from core.messages import AgeEstimates, ClassScores, FaceBoxes, IdentityMatch
-from core.stream import Recognised, StreamTracker
+from core.messages import AgeEstimates, ClassScores, FaceBoxes, IdentityMatch, Recognised
+from core.stream import StreamTracker
 from core.tracking import UNCONFIRMED, TrackerConfig
 
 FPS = 25.0

@@ -42,6 +42,9 @@ class BudgetConfig:
     identity_unknown_refresh_s: float = 1.0  # while a track has no name yet
     # face area relative to the area at the last identity run that earns a new run
     identity_growth: float = 1.5
+    # identity jobs planned per frame (0: no cap): a burst of new faces would otherwise put
+    # several 60-90 ms embeddings on one frame and hold back the frames behind it
+    identity_per_frame: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +78,6 @@ class RecognitionBudget:
     def __init__(self, config: BudgetConfig | None = None) -> None:
         self.config = config or BudgetConfig()
         self._records: dict[int, _TrackRecord] = {}
-        self._pending: set[Job] = set()
 
     def plan(
         self,
@@ -83,8 +85,10 @@ class RecognitionBudget:
         tracks: Sequence[VisibleTrack],
         capacity: Mapping[Task, int] | None = None,
     ) -> tuple[Job, ...]:
-        """The jobs to submit now, at most `capacity[task]` per task where a cap is given. They
-        count as run from now on, and stay pending until `complete` or `forget`."""
+        """The jobs to submit now, at most `capacity[task]` per task where a cap is given (by
+        default the config's identity cap). They count as run from now on."""
+        if capacity is None and self.config.identity_per_frame:
+            capacity = {Task.IDENTITY: self.config.identity_per_frame}
         wanted: dict[Task, list[tuple[tuple[int, float, int], Job]]] = {task: [] for task in Task}
         for track in tracks:
             record = self._records.setdefault(track.track_id, _TrackRecord(t))
@@ -107,20 +111,12 @@ class RecognitionBudget:
                 if task is Task.IDENTITY:
                     record.identity_area = areas[job.track_id]
                 chosen.append(job)
-        self._pending.update(chosen)
         return tuple(chosen)
 
-    def complete(self, job: Job) -> None:
-        self._pending.discard(job)
-
-    def forget(self, track_ids: Iterable[int]) -> tuple[Job, ...]:
-        """Drops ended tracks; returns their pending jobs, for the caller to cancel."""
-        ended = set(track_ids)
-        for track_id in ended:
+    def forget(self, track_ids: Iterable[int]) -> None:
+        """Drops ended tracks."""
+        for track_id in track_ids:
             self._records.pop(track_id, None)
-        cancelled = tuple(job for job in self._pending if job.track_id in ended)
-        self._pending.difference_update(cancelled)
-        return cancelled
 
     def _reason(self, t: float, task: Task, track: VisibleTrack, record: _TrackRecord) -> JobReason | None:
         cfg = self.config

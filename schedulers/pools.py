@@ -1,0 +1,113 @@
+"""`PoolManager`: the actors behind each task. It checks a pool can be placed at all, starts its
+actors through the factory it is handed (it never imports actors/), registers each with the
+policy only once it answers, and grows, shrinks or swaps a pool while frames flow."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from itertools import count
+from typing import Any
+
+import ray
+
+from core.config import TASKS, ConfigError, PipelineConfig, PoolSpec
+from schedulers.policy import SchedulingPolicy, Worker
+
+log = logging.getLogger("facelive.pools")
+
+# (spec, config, name) -> a started Ray actor handle for that pool
+ActorFactory = Callable[[PoolSpec, PipelineConfig, str], Any]
+
+
+def check_feasible(spec: PoolSpec, cluster: dict[str, float]) -> None:
+    """An actor asking for what no node has stays pending forever in Ray: refuse it up front."""
+    wants = {"CPU": spec.num_cpus, "GPU": spec.num_gpus, **spec.resources}
+    for name, amount in wants.items():
+        if amount > 0 and cluster.get(name, 0) < amount:
+            hint = ("run without --gpu, or on a machine with a GPU" if name == "GPU" else
+                    f"start a node with `ray start --address=HEAD:6379 --resources='{{\"{name}\": N}}'`")
+            raise ConfigError(f"pool {spec.task!r} asks for {name}={amount:g} per actor but the cluster has "
+                              f"{cluster.get(name, 0):g}; {hint}")
+
+
+class PoolManager:
+    def __init__(self, config: PipelineConfig, policy: SchedulingPolicy, factory: ActorFactory):
+        self.config, self.policy, self.factory = config, policy, factory
+        self.specs = {s.task: s for s in config.all_pools()}
+        self._ids = count(1)
+
+    async def start(self, timeout_s: float) -> None:
+        cluster = ray.cluster_resources()
+        for spec in self.specs.values():
+            check_feasible(spec, cluster)
+        await self._start([spec for spec in self.specs.values() for _ in range(spec.count)], timeout_s)
+
+    async def resize(self, task: str, size: int, timeout_s: float) -> None:
+        """New actors join once ready; surplus ones finish the batch they hold and leave."""
+        live = self.workers(task)
+        if size > len(live):
+            await self._start([self.specs[task]] * (size - len(live)), timeout_s)
+        for worker in live[size:]:
+            self.retire(worker)
+
+    async def swap(self, task: str, model: str | None, timeout_s: float) -> None:
+        """The new pool starts and takes over; the old one drains."""
+        self.specs[task] = replace(self.specs[task], model=model or self.specs[task].model)
+        old = self.workers(task)
+        await self._start([self.specs[task]] * max(1, len(old)), timeout_s)
+        for worker in old:
+            self.retire(worker)
+
+    async def _start(self, specs: list[PoolSpec], timeout_s: float) -> None:
+        """Start actors and register those that answer within `timeout_s`; none gets work before
+        it is ready, and one that never answers is killed, not left to swallow work."""
+        started = []
+        for spec in specs:
+            number = next(self._ids)
+            started.append((Worker(f"{spec.task}-{number}", spec.task),
+                            self.factory(spec, self.config, f"{spec.task}-{number}")))
+        results = await asyncio.gather(*[asyncio.wait_for(_ready(h), timeout_s) for _, h in started],
+                                       return_exceptions=True)
+        failed = []
+        for (worker, handle), result in zip(started, results):
+            if isinstance(result, BaseException):
+                failed.append((worker.worker_id, result))
+                ray.kill(handle)
+            else:
+                worker.handle = handle
+                self.policy.add_worker(worker)
+        if failed:
+            timed_out = any(isinstance(e, asyncio.TimeoutError) for _, e in failed)
+            why = (f"not running after {timeout_s:.0f} s: the cluster lacks the resources they ask for "
+                   f"({ray.available_resources()} available)" if timed_out else f"failed to start: {failed[0][1]}")
+            raise ConfigError(f"pool actor(s) {', '.join(w for w, _ in failed)} {why}")
+
+    def workers(self, task: str) -> list[Worker]:
+        return [w for w in self.policy.workers.values() if w.task == task and not w.retired]
+
+    def retire(self, worker: Worker) -> None:
+        worker.retired = True
+        if not worker.busy:
+            self.release(worker)
+
+    def release(self, worker: Worker) -> None:
+        self.policy.remove_worker(worker.worker_id)
+        ray.kill(worker.handle)
+
+    def restart(self, worker: Worker) -> None:
+        """An actor that overran its call deadline: kill it; Ray restarts it (max_restarts) with
+        fresh state, and the worker gets work again once the new process is up."""
+        ray.kill(worker.handle, no_restart=False)
+
+    def sizes(self) -> dict[str, int]:
+        return {t: len(self.workers(t)) for t in TASKS}
+
+    def shutdown(self) -> None:
+        for worker in list(self.policy.workers.values()):
+            self.release(worker)
+
+
+async def _ready(handle) -> None:
+    await handle.__ray_ready__.remote()
