@@ -114,6 +114,8 @@ class Pipeline:
                 trackers.append(named(TrackerActor, f"tracker:{i}").remote(stream, self.scheduler, sinks[-1], cfg,
                                                                            labels, tasks, self.gallery))
                 ray.get(self.scheduler.register_stream.remote(stream, trackers[-1]))
+            # the first frames must not wait for these processes to start
+            ray.get([a.__ray_ready__.remote() for a in (*trackers, *sinks, event_log)])
             runs = [c.run.remote() for c in self.captures]
             try:
                 reports = ray.get(runs)

@@ -47,6 +47,9 @@ class TrackerActor:
         self._reported: list[tuple[int, float, float]] = []
         self._report_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
+        # live: a frame waits only for these tasks' results; slower ones (identity's embedding
+        # alone costs 60-90 ms) fuse into their tracks when they come and show from then on
+        self.blocking = set(config.blocking_tasks) if config.mode == "live" else None
         self._last_t = 0.0
         self.carried = 0
 
@@ -72,33 +75,41 @@ class TrackerActor:
 
     def _start(self, ready: list[FrameWork]) -> None:
         for work in ready:
-            if work.jobs:
-                task = asyncio.get_running_loop().create_task(self._recognise(work))
-                # kept, so it is not collected mid-flight and its failure is seen
-                self._tasks.add(task)
-                task.add_done_callback(self._finished)
+            jobs = [RecognitionJob(self.stream, work.seq, job.task, self._frames[work.seq][1], job.indices,
+                                   job.track_ids) for job in work.jobs]
+            now = [job for job in jobs if self.blocking is None or job.task in self.blocking]
+            later = [job for job in jobs if job not in now]
+            if later:
+                self._spawn(self._recognise(later, work.t))
+            if now:
+                self._spawn(self._recognise(now, work.t, work))
             else:
                 self._complete(work)
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        # kept, so it is not collected mid-flight and its failure is seen
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: recognition of a frame failed: %r", self.stream, task.exception())
 
-    async def _recognise(self, work: FrameWork) -> None:
+    async def _recognise(self, jobs: list[RecognitionJob], t: float, work: FrameWork | None = None) -> None:
+        """Run `jobs` and fuse their results; then, if this call holds `work`, put it out."""
         try:
-            _, crops = self._frames[work.seq]
-            jobs = [RecognitionJob(self.stream, work.seq, job.task, crops, job.indices, job.track_ids)
-                    for job in work.jobs]
             for result in await self.scheduler.recognize.remote(jobs):
                 if result is not None:
-                    self.core.fuse(result, work.t)
+                    self.core.fuse(result, t)
             for request in self.core.enrol_requests():
                 name = await self.gallery.enrol_unknown.remote(request.vectors, f"{self.stream}#track={request.track_id}")
-                self.core.enrolled(request.track_id, name, work.t)
+                self.core.enrolled(request.track_id, name, t)
         finally:
             # whatever failed above, the frame still goes out, or every later frame would wait for it
-            self._complete(work)
+            if work is not None:
+                self._complete(work)
 
     def _complete(self, work: FrameWork) -> None:
         frame, _ = self._frames.pop(work.seq)

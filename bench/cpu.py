@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import psutil
 
 # the process titles of Ray's own processes, by what a reader knows them as
+RAY_OWN_CLASS = "Ray's own"
 RAY_OWN = {"raylet", "gcs_server", "DashboardAgent", "RuntimeEnvAgent", "IDLE", "log_monitor", "dashboard",
            "monitor", "ray_client_server"}
 
@@ -21,11 +22,11 @@ def process_class(process: psutil.Process) -> str:
     try:
         name = process.cmdline()[0] if process.cmdline() else process.name()
     except (psutil.Error, IndexError):
-        return "Ray's own"
+        return RAY_OWN_CLASS
     if name.startswith("ray::"):
         actor = name[5:].split(" ")[0].split(".")[0].rsplit(":", 1)[-1]
-        return "Ray's own" if actor in RAY_OWN else actor
-    return "Ray's own"
+        return RAY_OWN_CLASS if actor in RAY_OWN else actor
+    return RAY_OWN_CLASS
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,7 @@ class CpuMeter:
                     self._start[process.pid] = cpu if self._initial else 0.0
                 else:
                     name = self._last[process.pid][0]
-                    if name == "Ray's own" and process.pid != self._me.pid:
+                    if name == RAY_OWN_CLASS and process.pid != self._me.pid:
                         # an idle worker becomes an actor: its title changes after it starts
                         name = process_class(process)
                 self._last[process.pid] = (name, cpu)

@@ -17,13 +17,12 @@ import ray
 from ray._private import internal_api  # object-store use, as `ray memory` reports it
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from bench.cpu import RAY_OWN_CLASS, CpuByClass, CpuMeter, process_class
 from core.config import PipelineConfig
 from schedulers.scheduler import RunSummary
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "media" / "video" / "crossing_faces.mp4"
 MB = 2**20
-# `ray::` processes that hold no actor: idle workers and Ray's own per-node agents
-NOT_ACTORS = {"IDLE", "DashboardAgent", "RuntimeEnvAgent"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +116,8 @@ def actor_rss() -> dict[str, tuple[int, ...]]:
             continue
         if not title.startswith("ray::"):
             continue
-        name = title[5:].split(".")[0].split()[0]
-        if name not in NOT_ACTORS:
+        name = process_class(proc)
+        if name != RAY_OWN_CLASS:
             out.setdefault(name, []).append(rss)
     return {name: tuple(values) for name, values in out.items()}
 
@@ -228,25 +227,43 @@ def _class_memory(first: list[Sample], last: list[Sample], samples: list[Sample]
                              max(max(s.rss.get(name, (0,))) for s in samples) / MB) for name in names)
 
 
-def overload_benchmark(seconds: float = 300, work_dir: Path = Path("out/bench/overload"), video: str = str(SAMPLE),
-                       factor: float = 4.0, capacity_seconds: float = 30.0, interval_s: float = 5.0) -> OverloadResult:
-    """Measure capacity, then feed a live run `factor` times that for `seconds`. Starts its own
-    local Ray, so every worker it measures is a child of this process."""
-    from actors.cluster import local_only_environment
+@dataclass(frozen=True, slots=True)
+class SampledRun:
+    """A pipeline run with the scheduler, memory and object store sampled while it went on."""
+
+    result: object  # actors.pipeline.RunResult
+    seconds: float
+    interval_s: float
+    samples: tuple[Sample, ...]
+    store_capacity_mb: float
+    spilled_mb: float
+    cpu: CpuByClass
+
+    def window_s(self) -> float:
+        return min(60.0, self.seconds / 3)
+
+    def first(self) -> list[Sample]:
+        return [s for s in self.samples if s.t <= self.window_s()]
+
+    def last(self) -> list[Sample]:
+        return [s for s in self.samples if s.t >= self.samples[-1].t - self.window_s()]
+
+    def windows(self) -> tuple[Window, ...]:
+        return _windows(list(self.samples), self.window_s(), self.seconds)
+
+    def memory(self) -> tuple[ClassMemory, ...]:
+        return _class_memory(self.first(), self.last(), list(self.samples))
+
+
+def sampled_run(config: PipelineConfig, out: Path, interval_s: float = 5.0) -> SampledRun:
+    """Run `config` on the connected local Ray, sampling every `interval_s`; CPU by actor class
+    is counted from the moment the pools are up."""
     from actors.pipeline import Pipeline
 
-    work_dir = Path(work_dir)
-    local_only_environment()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning",
-             runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}})
-    try:
-        capacity = measure_capacity(video, work_dir / "capacity", capacity_seconds)
-        header_fps = math.ceil(factor * capacity)
-        fast = paced_copy(video, header_fps, work_dir / f"input-{header_fps}fps.mp4")
-        pipeline = Pipeline(PipelineConfig(sources=(str(fast),), mode="live", realtime=True, loop=True,
-                                           duration=seconds), work_dir / "run")
-        pipeline.start()
-        sampler = _Sampler(pipeline.scheduler, interval_s)
+    pipeline = Pipeline(config, out)
+    pipeline.start()
+    sampler = _Sampler(pipeline.scheduler, interval_s)
+    with CpuMeter() as meter:
         sampler.start()
         try:
             result = pipeline.run()
@@ -254,18 +271,27 @@ def overload_benchmark(seconds: float = 300, work_dir: Path = Path("out/bench/ov
             elapsed = time.monotonic() - sampler.start_time
             sampler.stop.set()
             sampler.join()
-        if sampler.error is not None:
-            raise sampler.error
-    finally:
-        ray.shutdown()
-    samples = sampler.samples
-    window_s = min(60.0, elapsed / 3)
-    first = [s for s in samples if s.t <= window_s]
-    last = [s for s in samples if s.t >= samples[-1].t - window_s]
-    return OverloadResult(seconds, elapsed, interval_s, capacity, header_fps, result.summary, window_s,
-                          _percentiles(first), _percentiles(last), _windows(samples, window_s, elapsed),
-                          _class_memory(first, last, samples), max(s.store_used for s in samples) / MB,
-                          sampler.store_capacity / MB, sampler.spilled / MB, tuple(samples))
+    if sampler.error is not None:
+        raise sampler.error
+    return SampledRun(result, elapsed, interval_s, tuple(sampler.samples), sampler.store_capacity / MB,
+                      sampler.spilled / MB, meter.result())
+
+
+def overload_benchmark(seconds: float = 300, work_dir: Path = Path("out/bench/overload"), video: str = str(SAMPLE),
+                       factor: float = 4.0, capacity_seconds: float = 30.0, interval_s: float = 5.0) -> OverloadResult:
+    """Measure capacity, then feed a live run `factor` times that for `seconds` (on the connected
+    local Ray, so every worker it measures is a child of this process)."""
+    work_dir = Path(work_dir)
+    capacity = measure_capacity(video, work_dir / "capacity", capacity_seconds)
+    header_fps = math.ceil(factor * capacity)
+    fast = paced_copy(video, header_fps, work_dir / f"input-{header_fps}fps.mp4")
+    run = sampled_run(PipelineConfig(sources=(str(fast),), mode="live", realtime=True, loop=True, duration=seconds),
+                      work_dir / "run", interval_s)
+    samples = list(run.samples)
+    return OverloadResult(seconds, run.seconds, interval_s, capacity, header_fps, run.result.summary, run.window_s(),
+                          _percentiles(run.first()), _percentiles(run.last()), run.windows(), run.memory(),
+                          max(s.store_used for s in samples) / MB, run.store_capacity_mb, run.spilled_mb,
+                          tuple(samples))
 
 
 def _growth(first: float, last: float) -> str:
@@ -305,3 +331,40 @@ def format_overload(r: OverloadResult) -> str:
             f"({_growth(total_first, total_last)}).\n"
             f"- Object store: peak {r.store_peak_mb:.0f} MB of {r.store_capacity_mb:.0f} MB; "
             f"spilled {r.spilled_mb:.0f} MB.\n\n" + "\n".join(timeline) + "\n\n" + "\n".join(memory))
+
+
+def soak_run(video: str, work_dir: Path, seconds: float = 600, interval_s: float = 5.0) -> SampledRun:
+    """A long live run of the looped sample with unknown faces enrolled into a fresh gallery: what
+    grows with time (tracks, enrolments, events) must not grow the processes."""
+    gallery = Path(work_dir) / "gallery"
+    gallery.mkdir(parents=True, exist_ok=True)
+    config = PipelineConfig(sources=(video,), mode="live", realtime=True, loop=True, duration=seconds,
+                            gallery=str(gallery), enrol_unknown=True)
+    return sampled_run(config, Path(work_dir) / "run", interval_s)
+
+
+def format_soak(run: SampledRun) -> str:
+    """Memory of every actor class and the object store, from the second minute (start-up and
+    first enrolments done) to the last."""
+    samples = list(run.samples)
+    window = min(60.0, run.seconds / 4)
+    early = [s for s in samples if window <= s.t < 2 * window]
+    late = [s for s in samples if s.t >= samples[-1].t - window]
+    memory = _class_memory(early, late, samples)
+    s = run.result.summary
+    rows = [f"| actor class | RSS {window:.0f}–{2 * window:.0f} s MB | RSS last {window:.0f} s MB | change |",
+            "|---|---|---|---|"]
+    worst = 0.0
+    for m in memory:
+        change = (m.last_mb - m.first_mb) / m.first_mb if m.first_mb > 0 else math.nan
+        worst = max(worst, abs(change)) if not math.isnan(change) else worst
+        rows.append(f"| {m.actor_class} | {m.first_mb:.0f} | {m.last_mb:.0f} | {_growth(m.first_mb, m.last_mb)} |")
+    store_early = max((x.store_used for x in early), default=0) / MB
+    store_late = max((x.store_used for x in late), default=0) / MB
+    rows.append(f"| object store (peak in window) | {store_early:.0f} | {store_late:.0f} | "
+                f"{_growth(store_early, store_late)} |")
+    return (f"## Soak: {run.seconds:.0f} s live with `--enrol-unknown`\n\n"
+            f"The sample looped as a 25 fps camera, unknown faces enrolled into a fresh gallery; memory sampled every "
+            f"{run.interval_s:.0f} s. Captured {s.captured}, processed {s.processed}, dropped "
+            f"{sum(s.dropped.values())}; {run.result.tracks} tracks. Largest change of an actor class from the "
+            f"second window to the last: {worst:.1%}.\n\n" + "\n".join(rows))

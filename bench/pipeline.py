@@ -1,18 +1,25 @@
-"""The actor pipeline against the sequential baseline, measured in one run on one machine."""
+"""The actor pipeline against the sequential baseline, and live mode at a camera's frame rate,
+measured in one run on one machine, with CPU by actor class for each run."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from core.config import PipelineConfig
+from bench.cpu import CpuByClass, CpuMeter
+from bench.overload import SampledRun, _percentiles, sampled_run
 from core.budget import BudgetConfig
+from core.config import PipelineConfig
+from core.events import read_events
 
 # every task on every face of every frame: the same work as the sequential baseline
 EVERY_FRAME = BudgetConfig(expression_interval_s=0.0, age_gender_interval_s=0.0, age_gender_refresh_s=0.0,
-                           identity_refresh_s=0.0, identity_unknown_refresh_s=0.0)
+                           identity_refresh_s=0.0, identity_unknown_refresh_s=0.0, identity_per_frame=0)
+# the models' own processes; everything else is orchestration
+MODEL_CLASSES = ("DetectorActor", "ExpressionActor", "AgeGenderActor", "IdentityActor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +31,7 @@ class PipelineFigures:
     p50_ms: float
     p95_ms: float
     dropped: int
+    cpu: CpuByClass
 
     @property
     def fps(self) -> float:
@@ -39,13 +47,77 @@ def run_pipeline(video: str, out: Path, label: str, budget: BudgetConfig | None 
         config = replace(config, budget=budget)
     pipeline = Pipeline(config, out)
     pipeline.start()
-    start = time.perf_counter()
-    result = pipeline.run()
-    seconds = time.perf_counter() - start
+    with CpuMeter() as meter:
+        start = time.perf_counter()
+        result = pipeline.run()
+        seconds = time.perf_counter() - start
     e2e = result.summary.stages.get("end_to_end")
     return PipelineFigures(label, result.summary.processed, seconds, result.fresh_share,
                            e2e.p50_ms if e2e else 0.0, e2e.p95_ms if e2e else 0.0,
-                           sum(result.summary.dropped.values()))
+                           sum(result.summary.dropped.values()), meter.result())
+
+
+@dataclass(frozen=True, slots=True)
+class LiveFigures:
+    label: str
+    streams: int
+    run: SampledRun
+    boxed_share: float  # output frames with at least one box drawn
+    truth_boxed_share: float  # frames of the source where the ground truth has a face
+
+    @property
+    def processed_share(self) -> float:
+        s = self.run.result.summary
+        return s.processed / max(s.captured, 1)
+
+
+def live_run(video: str, out: Path, label: str, seconds: float, streams: int = 1,
+             truth: Path | None = None) -> LiveFigures:
+    """`streams` copies of the video played as looping cameras at their frame rate, in live mode."""
+    config = PipelineConfig(sources=(video,) * streams, mode="live", realtime=True, loop=True, duration=seconds)
+    run = sampled_run(config, out)
+    frames = [e for e in read_events(run.result.events) if e["type"] == "frame"]
+    boxed = sum(1 for e in frames if e["faces"]) / max(len(frames), 1)
+    truth_share = math.nan
+    if truth is not None and truth.exists():
+        rows = np.loadtxt(truth, delimiter=",", ndmin=2)
+        total = int(rows[:, 0].max()) if len(rows) else 1
+        truth_share = len(set(rows[:, 0].astype(int))) / total
+    return LiveFigures(label, streams, run, boxed, truth_share)
+
+
+def cpu_table(runs: list[tuple[str, CpuByClass, int]]) -> str:
+    """ms of CPU per processed frame by actor class, one column per run; orchestration is every
+    process but the models'."""
+    classes = sorted({c for _, cpu, _ in runs for c in cpu.seconds},
+                     key=lambda c: (c not in MODEL_CLASSES, c))
+    rows = ["| process | " + " | ".join(label for label, _, _ in runs) + " |",
+            "|---|" + "---|" * len(runs)]
+    per_frame = [cpu.per_frame_ms(frames) for _, cpu, frames in runs]
+    for name in classes:
+        rows.append(f"| {name} | " + " | ".join(f"{pf.get(name, 0.0):.1f}" for pf in per_frame) + " |")
+    models = [sum(v for k, v in pf.items() if k in MODEL_CLASSES) for pf in per_frame]
+    other = [sum(v for k, v in pf.items() if k not in MODEL_CLASSES) for pf in per_frame]
+    rows.append("| **models** | " + " | ".join(f"**{v:.1f}**" for v in models) + " |")
+    rows.append("| **orchestration** (all but the models) | " + " | ".join(f"**{v:.1f}**" for v in other) + " |")
+    return "\n".join(rows)
+
+
+def format_live(runs: list[LiveFigures]) -> str:
+    rows = ["| run | streams | seconds | captured | processed | of which carried | dropped | capture→annotated "
+            "p50 / p95 ms | p95 first / last minute ms | expression ≤ 0.5 s old | frames with boxes (truth) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for live in runs:
+        s = live.run.result.summary
+        e2e = s.stages.get("end_to_end")
+        first, last = _percentiles(live.run.first()), _percentiles(live.run.last())
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.dropped.items())) or "0"
+        rows.append(f"| {live.label} | {live.streams} | {live.run.seconds:.0f} | {s.captured} | "
+                    f"{s.processed} ({live.processed_share:.1%}) | {s.carried} ({s.carried / max(s.processed, 1):.0%}) | "
+                    f"{reasons} | {e2e.p50_ms:.0f} / {e2e.p95_ms:.0f} | {first[1]:.0f} / {last[1]:.0f} | "
+                    f"{live.run.result.fresh_share:.1%} | {live.boxed_share:.1%} ({live.truth_boxed_share:.1%}) |"
+                    if e2e else f"| {live.label} | {live.streams} | no frame processed |")
+    return "\n".join(rows)
 
 
 def hop_cost_ms(shape=(480, 640, 3), repeats: int = 100) -> float:

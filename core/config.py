@@ -50,6 +50,9 @@ class PipelineConfig:
     # a pool call not answered within this is given up and its actor restarted
     call_timeout_s: float = 30.0
     retries: int = 2  # lossless: times a failed detection is tried again before the frame is dropped
+    # live: the tasks a frame waits for before it is shown; the others' results show from the
+    # next frames on (lossless waits for all: a file's output does not depend on timing)
+    blocking_tasks: tuple[str, ...] = ("expression",)
     realtime: bool | None = None  # pace file sources at their fps; default: on in live mode
     loop: bool = False
     duration: float | None = None

@@ -15,8 +15,8 @@ from tqdm import tqdm  # noqa: E402
 
 from bench.gallery import format_gallery_table, gallery_benchmark  # noqa: E402
 from bench.models import format_costs, model_costs  # noqa: E402
-from bench.overload import format_overload, overload_benchmark  # noqa: E402
-from bench.pipeline import EVERY_FRAME, hop_cost_ms, run_pipeline  # noqa: E402
+from bench.overload import format_overload, format_soak, overload_benchmark, soak_run  # noqa: E402
+from bench.pipeline import EVERY_FRAME, hop_cost_ms, live_run, run_pipeline  # noqa: E402
 from models.analyzer import FaceAnalyzer  # noqa: E402
 from models.baseline import run_sequential  # noqa: E402
 
@@ -35,8 +35,10 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
-def pipeline_section(args, baseline_fps: float, baseline_s_per_frame: float) -> str:
-    """The actor pipeline on a local 2-CPU Ray, in the same run as the baseline it is divided by."""
+def pipeline_section(args, baseline_fps: float, baseline_s_per_frame: float) -> list[str]:
+    """The actor pipeline on a local Ray with this machine's CPUs, in the same run as the baseline
+    it is divided by: lossless runs, live runs at the camera's rate, CPU by actor class, and the
+    overload and soak runs."""
     import ray
 
     from actors.cluster import local_only_environment
@@ -44,28 +46,55 @@ def pipeline_section(args, baseline_fps: float, baseline_s_per_frame: float) -> 
     local_only_environment()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning",
              runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}})
+    sections = []
     try:
         runs = []
-        for label, budget, mode, realtime in (
-                ("every face every frame (lossless)", EVERY_FRAME, "lossless", False),
-                ("per-track budget (lossless)", None, "lossless", False),
-                ("per-track budget, live at the video's 25 fps", None, "live", True)):
-            print(f"pipeline: {label}", file=sys.stderr)
-            runs.append(run_pipeline(args.video, args.work / label.split(" (")[0].replace(" ", "-"), label, budget,
-                                     mode, realtime))
+        for label, budget in (("every face every frame", EVERY_FRAME), ("per-track budget", None)):
+            print(f"pipeline: {label} (lossless)", file=sys.stderr)
+            runs.append(run_pipeline(args.video, args.work / label.replace(" ", "-"), label, budget))
+        truth = Path(args.video).with_suffix(".gt.txt")
+        lives = []
+        if args.live_seconds:
+            for streams in (1, 2):
+                label = f"live, {streams} stream{'s' if streams > 1 else ''} at 25 fps"
+                print(f"pipeline: {label}, {args.live_seconds:.0f} s", file=sys.stderr)
+                seconds = args.live_seconds if streams == 1 else min(args.live_seconds, 120)
+                lives.append(live_run(args.video, args.work / f"live-{streams}", label, seconds, streams, truth))
         hop = hop_cost_ms()
-    finally:
-        ray.shutdown()
-    rows = ["| run | frames | frames/s | ÷ baseline | capture→annotated p50 / p95 ms | dropped | attributes < 0.5 s old |",
-            "|---|---|---|---|---|---|---|"]
-    for r in runs:
-        rows.append(f"| {r.label} | {r.frames} | {r.fps:.2f} | {r.fps / baseline_fps:.2f}× | {r.p50_ms:.0f} / {r.p95_ms:.0f} "
-                    f"| {r.dropped} | {r.fresh_share:.0%} |")
-    return ("## Actor pipeline vs. the sequential baseline (same run)\n\n"
-            f"Divided by the faster baseline loop ({baseline_fps:.2f} frames/s). Live mode reads the file as a "
-            "camera at its own frame rate, so its frames/s is capped at 25.\n\n" + "\n".join(rows) +
+        rows = ["| run (lossless) | frames | frames/s | ÷ baseline | capture→annotated p50 / p95 ms | dropped "
+                "| attributes < 0.5 s old |", "|---|---|---|---|---|---|---|"]
+        for r in runs:
+            rows.append(f"| {r.label} | {r.frames} | {r.fps:.2f} | {r.fps / baseline_fps:.2f}× | {r.p50_ms:.0f} / "
+                        f"{r.p95_ms:.0f} | {r.dropped} | {r.fresh_share:.0%} |")
+        sections.append(
+            "## Actor pipeline vs. the sequential baseline (same run)\n\n"
+            f"Lossless runs over {Path(args.video).name}, divided by the faster baseline loop ({baseline_fps:.2f} "
+            "frames/s).\n\n" + "\n".join(rows) +
             f"\n\nObject-store hop (ray.put of a 640×480 frame + a task that ray.get()s it): {hop:.2f} ms = "
             f"{hop / (1000 * baseline_s_per_frame):.3f} of the per-frame model time ({1000 * baseline_s_per_frame:.0f} ms).")
+        if lives:
+            sections.append(
+                "## Live: the sample played as a looping camera at 25 fps\n\n"
+                "Processed frames include those the detector could not take in time: they are shown with the "
+                "tracks' predicted boxes (\"carried\"), as DeepStream's detection interval does, but chosen by "
+                "load. Latency is capture to annotated frame; \"expression ≤ 0.5 s old\" counts shown faces of "
+                "confirmed tracks whose expression came from a frame at most 0.5 s older (and whose age/gender "
+                "is known).\n\n" + format_live(lives))
+        cpu_runs = [(r.label, r.cpu, r.frames) for r in runs] + [
+            (live.label, live.run.cpu, live.run.result.summary.processed) for live in lives]
+        sections.append("## CPU by actor class, ms per processed frame\n\n"
+                        "psutil over every process of the run (`bench/cpu.py`), from the moment the model pools "
+                        "were up; \"Ray's own\" is raylet, GCS, agents and idle workers.\n\n" + cpu_table(cpu_runs))
+        if args.overload_seconds:
+            print(f"overload: capacity, then {args.overload_seconds:.0f} s live at 4x it", file=sys.stderr)
+            sections.append(format_overload(overload_benchmark(args.overload_seconds, args.work / "overload",
+                                                               args.video)))
+        if args.soak_seconds:
+            print(f"soak: {args.soak_seconds:.0f} s live with --enrol-unknown", file=sys.stderr)
+            sections.append(format_soak(soak_run(args.video, args.work / "soak", args.soak_seconds)))
+    finally:
+        ray.shutdown()
+    return sections
 
 
 def main(argv=None) -> int:
@@ -74,8 +103,12 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=300, help="frames of the baseline run (default 300)")
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report file (default BENCHMARKS.md)")
     p.add_argument("--gallery-size", type=int, default=1_000_000, help="embeddings in the gallery benchmark (0: skip)")
-    p.add_argument("--overload-seconds", type=float, default=300,
-                   help="seconds of the live run fed 4x its capacity (default 300; 0: skip)")
+    p.add_argument("--live-seconds", type=float, default=300,
+                   help="seconds of the live run at the sample's 25 fps (default 300; 0: skip; two streams: at most 120)")
+    p.add_argument("--overload-seconds", type=float, default=120,
+                   help="seconds of the live run fed 4x its capacity (default 120; 0: skip)")
+    p.add_argument("--soak-seconds", type=float, default=600,
+                   help="seconds of the live soak with --enrol-unknown, memory sampled (default 600; 0: skip)")
     p.add_argument("--work", type=Path, default=Path("out/bench"), help="folder for the pipeline runs' outputs")
     args = p.parse_args(argv)
 
@@ -91,11 +124,8 @@ def main(argv=None) -> int:
         rows.append(f"| {label} | {r.frames} | {r.faces} | {r.fps:.2f} | {r.cpu_seconds / r.frames:.3f} |")
     sections.append(f"## Sequential baseline on {Path(args.video).name}\n\nEvery model on every face of every "
                     "frame, one process (`models/baseline.py`).\n\n" + "\n".join(rows))
-    sections.append(pipeline_section(args, max(b.fps for b in baseline.values()),
-                                     baseline["one thread per library"].seconds / baseline["one thread per library"].frames))
-    if args.overload_seconds:
-        print(f"overload: capacity, then {args.overload_seconds:.0f} s live at 4x it", file=sys.stderr)
-        sections.append(format_overload(overload_benchmark(args.overload_seconds, args.work / "overload", args.video)))
+    sections += pipeline_section(args, max(b.fps for b in baseline.values()),
+                                 baseline["one thread per library"].seconds / baseline["one thread per library"].frames)
     if args.gallery_size:
         print(f"gallery benchmark: {args.gallery_size:,} embeddings (a few minutes)", file=sys.stderr)
         sections.append(f"## Gallery ({args.gallery_size:,} x 128)\n\n" +

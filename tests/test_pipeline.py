@@ -3,11 +3,12 @@ import json
 from dataclasses import replace
 
 import cv2
+import numpy as np
 import pytest
 
 from core.config import PipelineConfig, PoolSpec
 from core.events import read_events
-from tests.conftest import VIDEO, cut_clip
+from tests.conftest import VIDEO, cut_clip, iou
 
 pytestmark = pytest.mark.ray
 
@@ -71,6 +72,25 @@ def test_live_counts_add_up_exactly(local_ray, tmp_path):
     assert set(s.dropped) <= {"stale"}
     frames = [e["seq"] for e in read_events(tmp_path / "events.msgpack") if e["type"] == "frame"]
     assert len(frames) == s.processed and frames == sorted(frames)
+
+
+def test_live_carries_tracked_boxes_over_frames_it_cannot_detect(local_ray, tmp_path):
+    """At 25 fps on a small machine the detector cannot take every frame: the frames it skips are
+    still shown, with each track's predicted box, and those boxes are where the faces are."""
+    clip = cut_clip(tmp_path / "clip.mp4", 150)
+    config = PipelineConfig(sources=(clip,), mode="live", realtime=True)
+    result = run(config, tmp_path / "out")
+    s = result.summary
+    assert s.captured == 150 and s.captured == s.processed + sum(s.dropped.values())
+    frames = [e for e in read_events(tmp_path / "out" / "events.msgpack") if e["type"] == "frame"]
+    predicted = [(e["seq"], f["box"]) for e in frames for f in e["faces"] if f.get("predicted")]
+    assert s.carried > 0 and predicted
+    truth = np.loadtxt(VIDEO / "crossing_faces.gt.txt", delimiter=",", ndmin=2)
+    boxes = {}
+    for row in truth:
+        boxes.setdefault(int(row[0]) - 1, []).append([row[2], row[3], row[2] + row[4], row[3] + row[5]])
+    hits = [max((iou(box, gt) for gt in boxes.get(seq, [])), default=0.0) >= 0.5 for seq, box in predicted]
+    assert sum(hits) >= 0.8 * len(hits), f"{sum(hits)} of {len(hits)} predicted boxes on a true face"
 
 
 def test_two_streams_at_once(local_ray, tmp_path):
