@@ -38,4 +38,8 @@ class DetectorActor:
     @ray.method(num_returns=3)
     def detect(self, frame: FrameRef) -> tuple[int, FaceBoxes, FaceCrops]:
         faces, crops = self.stage(ray.get(frame.ref))
-        return len(faces), faces, crops
+        n = len(faces)
+        if faces.boxes.shape != (n, 4) or faces.landmarks.shape != (n, 5, 2) or len(crops) not in (0, n):
+            raise ValueError(f"detector answered boxes {faces.boxes.shape}, landmarks {faces.landmarks.shape} "
+                             f"for {n} faces")
+        return n, faces, crops

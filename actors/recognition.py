@@ -56,7 +56,10 @@ class _Recognition:
         sizes = [len(job.indices) for job in jobs]
         chips = {key: np.concatenate([c.chips[key][list(job.indices)] for c, job in zip(crops, jobs)])
                  for key in (spec.key for spec in self.crop_specs())}
-        return self.split(self.infer(chips), jobs, np.cumsum([0] + sizes))
+        results = self.split(self.infer(chips), jobs, np.cumsum([0] + sizes))
+        if not all(r.rows_match() for r in results):
+            raise ValueError(f"{self.task}: the model answered a different number of rows than the {sum(sizes)} faces asked")
+        return results
 
     def infer(self, chips: dict[str, np.ndarray]): ...
 

@@ -108,3 +108,10 @@ class Recognised:
     expression: ClassScores | None = None
     embeddings: np.ndarray | None = None
     matches: tuple[IdentityMatch | None, ...] = ()
+
+    def rows_match(self) -> bool:
+        """Every result has one row per track: a model that answered another shape is caught
+        where it ran, not as an index error in the tracker."""
+        parts = [self.age and self.age.ages, self.age and self.age.posteriors, self.gender and self.gender.probs,
+                 self.expression and self.expression.probs, self.embeddings, self.matches or None]
+        return all(len(p) == len(self.track_ids) for p in parts if p is not None)

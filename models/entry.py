@@ -51,6 +51,9 @@ class ModelEntry:
     # identity models: distances between L2-normalised embeddings are multiplied by this, so they
     # read on the model's own published scale (dlib's "same person below 0.6")
     distance_scale: float = 1.0
+    # fault injection (models/faults.py): "KIND@N" fails the Nth call; the marker makes it once a run
+    fault: str | None = None
+    fault_marker: str | None = None
     source: str = ""  # where the entry was read from, for error messages
 
     @property
@@ -93,3 +96,10 @@ class ModelEntry:
             raise ModelEntryError(f"{where}: an age model needs values (the age of each output bin)")
         if len(self.mean) not in (1, 3):
             raise ModelEntryError(f"{where}: mean has {len(self.mean)} values; give 1 or 3")
+        if self.fault is not None:
+            from models.faults import parse_fault
+
+            try:
+                parse_fault(self.fault)
+            except ValueError as error:
+                raise ModelEntryError(f"{where}: {error}") from None

@@ -8,6 +8,7 @@ from pathlib import Path
 from models.backends import BACKENDS, DlibEmbeddingBackend
 from models.detector import DetectorConfig, FaceDetector
 from models.entry import ModelEntry, ModelEntryError
+from models.faults import FaultyModel
 from models.files import model_path
 from models.landmarks import LandmarkRefiner
 from models.recognisers import AgeEstimator, Classifier, FaceEmbedder
@@ -58,8 +59,14 @@ class ModelRegistry:
 
     def load(self, name: str, threads: int = 1, **options):
         """A ready model object for the entry: FaceDetector, LandmarkRefiner, AgeEstimator,
-        Classifier or FaceEmbedder. Checks the file's sha256 first."""
+        Classifier or FaceEmbedder (behind a FaultyModel where the entry injects a fault). Checks
+        the file's sha256 first."""
         entry = self.get(name)
+        model = self._load(entry, threads, **options)
+        return FaultyModel(model, entry.fault, entry.fault_marker) if entry.fault else model
+
+    def _load(self, entry: ModelEntry, threads: int, **options):
+        name = entry.name
         path = model_path(entry)
         if entry.task == "detection":
             return FaceDetector(path, entry.backend, options.get("config", DetectorConfig()), threads)
