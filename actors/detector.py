@@ -1,7 +1,8 @@
-"""`DetectorActor`: detection, landmarks and every model's aligned chips for one frame. Three
-return values: the face count (all the scheduler waits for), the faces (fetched by the stream's
-tracker) and the chips, which stay in the object store, owned by the caller (they outlive this
-actor if it dies) and fetched only by the recognition actor that needs them."""
+"""`DetectorActor`: detection, landmarks and every model's aligned chips for a batch of frames.
+Separate return values: the face counts (all the scheduler waits for), each frame's faces (fetched
+by the stream's tracker) and each frame's chips, which stay in the object store, owned by the
+caller (they outlive this actor if it dies) and fetched only by the recognition actor that needs
+them."""
 from __future__ import annotations
 
 import numpy as np
@@ -35,11 +36,13 @@ class DetectorActor:
 
         return ray.get_runtime_context().get_node_id(), os.getpid()
 
-    @ray.method(num_returns=3)
-    def detect(self, frame: FrameRef) -> tuple[int, FaceBoxes, FaceCrops]:
-        faces, crops = self.stage(ray.get(frame.ref))
-        n = len(faces)
-        if faces.boxes.shape != (n, 4) or faces.landmarks.shape != (n, 5, 2) or len(crops) not in (0, n):
-            raise ValueError(f"detector answered boxes {faces.boxes.shape}, landmarks {faces.landmarks.shape} "
-                             f"for {n} faces")
-        return n, faces, crops
+    def detect(self, frames: list[FrameRef]) -> tuple:
+        """Frames in one network call. Called with `num_returns=1 + 2 * len(frames)`: the face
+        counts, then each frame's FaceBoxes, then each frame's FaceCrops."""
+        found = self.stage.batch(ray.get([frame.ref for frame in frames]))
+        for faces, crops in found:
+            n = len(faces)
+            if faces.boxes.shape != (n, 4) or faces.landmarks.shape != (n, 5, 2) or len(crops) not in (0, n):
+                raise ValueError(f"detector answered boxes {faces.boxes.shape}, landmarks {faces.landmarks.shape} "
+                                 f"for {n} faces")
+        return (tuple(len(faces) for faces, _ in found), *(f for f, _ in found), *(c for _, c in found))

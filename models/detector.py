@@ -44,11 +44,21 @@ class FaceDetector:
 
     def detect(self, image: np.ndarray) -> FaceBoxes:
         """Faces of one RGB uint8 image, boxes and landmarks in its pixel coordinates."""
-        h, w = image.shape[:2]
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[FaceBoxes]:
+        """Faces of several images; images of one size go through the network as one batch (what
+        a GPU is fast at), others one by one."""
+        h, w = images[0].shape[:2]
+        if any(im.shape[:2] != (h, w) for im in images[1:]):
+            return [self.detect(im) for im in images]
         in_w, in_h = self.input_size(w, h)
-        blob = cv2.dnn.blobFromImage(image, 1.0, (in_w, in_h), (0, 0, 0), swapRB=False, crop=False)
+        blob = cv2.dnn.blobFromImages(images, 1.0, (in_w, in_h), (0, 0, 0), swapRB=False, crop=False)
         heatmap, scale, offset, marks = self.net.run_all(blob)[:4]
-        boxes, scores, landmarks = self._decode(heatmap[0, 0], scale[0], offset[0], marks[0], in_w, in_h)
+        return [self._faces(heatmap[i, 0], scale[i], offset[i], marks[i], in_w, in_h, w, h) for i in range(len(images))]
+
+    def _faces(self, heatmap, scale, offset, marks, in_w, in_h, w, h) -> FaceBoxes:
+        boxes, scores, landmarks = self._decode(heatmap, scale, offset, marks, in_w, in_h)
         if not len(scores):
             return FaceBoxes.empty()
         sx, sy = w / in_w, h / in_h

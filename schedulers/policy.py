@@ -81,6 +81,7 @@ class SchedulingPolicy:
     max_in_flight: int = 6
     batch_sizes: dict[str, int] = field(default_factory=dict)
     carry: bool = False
+    batch_waits: dict[str, float] = field(default_factory=dict)
     queues: dict[str, deque[WorkItem]] = field(default_factory=dict)
     workers: dict[str, Worker] = field(default_factory=dict)
 
@@ -128,11 +129,23 @@ class SchedulingPolicy:
             queue.remove(w)
         return stale
 
-    def next_dispatches(self) -> list[Dispatch]:
-        """Give every free worker a batch, highest-priority task first."""
+    def _held(self, task: str, now: float) -> bool:
+        """A short queue waits for a fuller batch while its oldest item is younger than the wait."""
+        queue, wait = self.queues[task], self.batch_waits.get(task, 0.0)
+        return bool(queue) and wait > 0 and len(queue) < self.batch_sizes.get(task, 1) and now - queue[0].t_enqueue < wait
+
+    def next_wake(self, now: float) -> float | None:
+        """Seconds until a held batch must go out anyway; None if nothing is held."""
+        waits = [self.batch_waits[t] - (now - self.queues[t][0].t_enqueue) for t in self.queues if self._held(t, now)]
+        return max(0.0, min(waits)) if waits else None
+
+    def next_dispatches(self, now: float = 0.0) -> list[Dispatch]:
+        """Give every free worker a batch, highest-priority task first (`now` for batch waits)."""
         out = []
         for task in sorted(self.queues, key=lambda t: -self.priorities[t]):
             queue = self.queues[task]
+            if self._held(task, now):
+                continue
             for worker in self.workers.values():
                 if not queue:
                     break

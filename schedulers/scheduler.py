@@ -38,8 +38,8 @@ class PriorityScheduler:
         self.config = config
         specs = config.all_pools()
         self.policy = SchedulingPolicy({s.task: s.priority for s in specs}, config.mode, config.in_flight_limit(),
-                                        {s.task: (1 if s.task == "detection" else s.batch_size) for s in specs},
-                                        carry=config.carry)
+                                        {s.task: s.batch_size for s in specs}, carry=config.carry,
+                                        batch_waits={s.task: s.batch_wait_s for s in specs})
         self.pools = PoolManager(config, self.policy, factory)
         self.ledger = FrameLedger()
         self.stats = StageStats()
@@ -51,6 +51,7 @@ class PriorityScheduler:
         self.started = time.monotonic()
         self._attempts: dict[tuple[str, int], int] = {}
         self._gauges_at = 0.0
+        self._wake: asyncio.TimerHandle | None = None
 
     # ---- pools
     async def start_pools(self, timeout_s: float = 300.0) -> dict[str, int]:
@@ -176,20 +177,30 @@ class PriorityScheduler:
                     self._drop(item, "stale")
                 else:
                     item.payload[1].set_result(None)
-        for dispatch in self.policy.next_dispatches():
+        for dispatch in self.policy.next_dispatches(now):
             asyncio.create_task(self._execute(dispatch))
+        wake = self.policy.next_wake(now)
+        if wake is not None and (self._wake is None or self._wake.when() > asyncio.get_running_loop().time() + wake):
+            # a batch held back for more items goes out when its wait is over, if nothing comes
+            if self._wake is not None:
+                self._wake.cancel()
+            self._wake = asyncio.get_running_loop().call_later(wake, self._woken)
         if now - self._gauges_at > 1.0:  # gauges are read every few seconds: no need to set them per event
             self._gauges_at = now
             for task in self.policy.queues:
                 self.metrics.queue_depth.set(self.policy.queue_depth(task), tags={"task": task})
                 self.metrics.busy.set(self.policy.busy(task), tags={"task": task})
 
+    def _woken(self) -> None:
+        self._wake = None
+        self._pump()
+
     async def _execute(self, dispatch) -> None:
         worker = dispatch.worker
         started = time.monotonic()
         try:
             if worker.task == "detection":
-                await self._detect(worker, dispatch.items[0])
+                await self._detect(worker, dispatch.items)
             else:
                 await self._recognise(worker, dispatch.items)
             elapsed = time.monotonic() - started
@@ -211,23 +222,26 @@ class PriorityScheduler:
             self.pools.restart(worker)
             raise
 
-    async def _detect(self, worker: Worker, item: WorkItem) -> None:
-        frame: FrameRef = item.payload
-        tracker = self.trackers[frame.stream]
-        count_ref, faces_ref, crops_ref = worker.handle.detect.remote(frame)
-        # the tracker gets the detections from the object store as soon as they exist: they
-        # never pass through this actor, which only waits for the count to free the worker
-        tracker.on_detections.remote(frame, faces_ref, [crops_ref])
+    async def _detect(self, worker: Worker, items: tuple[WorkItem, ...]) -> None:
+        frames: list[FrameRef] = [item.payload for item in items]
+        n = len(frames)
+        refs = worker.handle.detect.options(num_returns=1 + 2 * n).remote(frames)
+        # each tracker gets its detections from the object store as soon as they exist: they
+        # never pass through this actor, which only waits for the counts to free the worker
+        for i, frame in enumerate(frames):
+            self.trackers[frame.stream].on_detections.remote(frame, refs[1 + i], [refs[1 + n + i]])
         try:
-            faces = await self._call(worker, count_ref)
+            counts = await self._call(worker, refs[0])
         except Exception as error:  # noqa: BLE001 - any failure of the call ends the same way
-            self._detection_failed(item, "timeout" if isinstance(error, asyncio.TimeoutError) else "actor_failure",
-                                   error, worker)
+            reason = "timeout" if isinstance(error, asyncio.TimeoutError) else "actor_failure"
+            for item in items:
+                self._detection_failed(item, reason, error, worker)
             return
-        self._attempts.pop((frame.stream, frame.seq), None)
-        self.faces += faces
-        if faces:  # Ray's counters refuse 0
-            self.metrics.faces.inc(faces, tags={"stream": frame.stream})
+        for frame, faces in zip(frames, counts):
+            self._attempts.pop((frame.stream, frame.seq), None)
+            self.faces += faces
+            if faces:  # Ray's counters refuse 0
+                self.metrics.faces.inc(faces, tags={"stream": frame.stream})
 
     def _detection_failed(self, item: WorkItem, reason: str, error: BaseException, worker: Worker) -> None:
         """Lossless retries a frame a few times (a crash or a hang is seldom the frame's fault);

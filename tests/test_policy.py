@@ -193,6 +193,28 @@ def test_a_full_stream_does_not_hold_back_another():
     assert p.admit(item("detection", "b", 0), ledger.open_frames("b") - 1).accepted
 
 
+# ---- batch wait
+
+
+def test_a_short_batch_waits_for_more_until_its_wait_is_over():
+    p = policy("lossless", {"detection": 1}, batch_sizes={"detection": 4}, batch_waits={"detection": 0.05})
+    p.push(item("detection", "a", 0, t=1.0))
+    assert p.next_dispatches(now=1.01) == []
+    assert abs(p.next_wake(1.01) - 0.04) < 1e-9
+    p.push(item("detection", "b", 0, t=1.02))
+    assert p.next_dispatches(now=1.03) == []
+    [batch] = p.next_dispatches(now=1.06)  # the oldest waited its 50 ms: what is there goes
+    assert [(w.stream, w.seq) for w in batch.items] == [("a", 0), ("b", 0)]
+    assert p.next_wake(1.06) is None
+
+
+def test_a_full_batch_goes_at_once():
+    p = policy("lossless", {"detection": 1}, batch_sizes={"detection": 2}, batch_waits={"detection": 10.0})
+    p.push(item("detection", "a", 0, t=1.0))
+    p.push(item("detection", "b", 0, t=1.0))
+    assert len(p.next_dispatches(now=1.0)[0].items) == 2
+
+
 # ---- live carry
 
 
