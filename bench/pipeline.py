@@ -86,7 +86,7 @@ def live_run(video: str, out: Path, label: str, seconds: float, streams: int = 1
     return LiveFigures(label, streams, run, boxed, truth_share)
 
 
-def cpu_table(runs: list[tuple[str, CpuByClass, int]]) -> str:
+def cpu_table(runs: list[tuple[str, CpuByClass, int]], media: dict[str, float] | None = None) -> str:
     """ms of CPU per processed frame by actor class, one column per run; orchestration is every
     process but the models'."""
     classes = sorted({c for _, cpu, _ in runs for c in cpu.seconds},
@@ -100,6 +100,10 @@ def cpu_table(runs: list[tuple[str, CpuByClass, int]]) -> str:
     other = [sum(v for k, v in pf.items() if k not in MODEL_CLASSES) for pf in per_frame]
     rows.append("| **models** | " + " | ".join(f"**{v:.1f}**" for v in models) + " |")
     rows.append("| **orchestration** (all but the models) | " + " | ".join(f"**{v:.1f}**" for v in other) + " |")
+    if media:
+        total = sum(media.values())
+        rows.append(f"\nOf orchestration, media work any design does (one process, ms a frame): "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in media.items()) + f"; {total:.1f} in all.")
     return "\n".join(rows)
 
 
@@ -118,6 +122,44 @@ def format_live(runs: list[LiveFigures]) -> str:
                     f"{live.run.result.fresh_share:.1%} | {live.boxed_share:.1%} ({live.truth_boxed_share:.1%}) |"
                     if e2e else f"| {live.label} | {live.streams} | no frame processed |")
     return "\n".join(rows)
+
+
+def media_cost_ms(video: str, frames: int = 100, out: Path = Path("/tmp")) -> dict[str, float]:
+    """CPU ms a frame of the media work every pipeline does whatever its design: decoding the
+    source, putting the frame into the object store, drawing three labelled faces, encoding the
+    annotated video. Measured in this one process, one step at a time."""
+    import tempfile
+    import cv2
+    import ray
+
+    from core.draw import FaceLabel, draw_faces
+
+    labels = [FaceLabel((100.0 + 150 * i, 100.0, 200.0 + 150 * i, 220.0), (f"#{i}", "male 34", "happy"), i)
+              for i in range(3)]
+    totals = dict.fromkeys(("decode", "object store put", "draw", "encode"), 0.0)
+    source = cv2.VideoCapture(video)
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        writer = None
+        for _ in range(frames):
+            t0 = time.process_time()
+            ok, image = source.read()
+            if not ok:
+                source.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                ok, image = source.read()
+            image = image[:, :, ::-1]
+            t1 = time.process_time()
+            ray.put(image)
+            t2 = time.process_time()
+            drawn = draw_faces(image, labels)
+            t3 = time.process_time()
+            writer = writer or cv2.VideoWriter(str(Path(tmp) / "m.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 25,
+                                               (image.shape[1], image.shape[0]))
+            writer.write(drawn[:, :, ::-1])
+            t4 = time.process_time()
+            for key, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                totals[key] += dt
+        writer.release()
+    return {key: 1000 * v / frames for key, v in totals.items()}
 
 
 def hop_cost_ms(shape=(480, 640, 3), repeats: int = 100) -> float:
