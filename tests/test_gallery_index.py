@@ -89,7 +89,10 @@ def test_distance_scale_applies_to_distances_and_threshold() -> None:
         g.add("ada", ada[None], ["a"])
         assert g.nearest(probe).distances[0, 0] == pytest.approx(0.63, abs=1e-4)
         assert g.search(probe) == [expected]
-        assert g.closest(probe) == [ada_at_063]
+        # The nearest face beyond the threshold is still given, as a look-alike only.
+        [closest] = g.closest(probe)
+        assert closest == IdentityMatch("ada", pytest.approx(0.63, abs=1e-4), lookalike=expected is None)
+        assert closest.similarity == pytest.approx(1 - 0.63 / 1.4, abs=1e-4)
     with pytest.raises(ValueError, match="distance_scale"):
         GalleryConfig(distance_scale=0.0)
 
