@@ -34,7 +34,9 @@ def draw_faces(image: np.ndarray, labels: list[FaceLabel], banner: str | None = 
         color = (255, 0, 0) if label.alert else _PALETTE[label.key % len(_PALETTE)]
         x1, y1, x2, y2 = (int(round(v)) for v in label.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thick + 1)
-        y = y2 + _GAP
+        # under the box, or above it where the frame ends first
+        block = sum(_text_size(line, font_scale, thick)[1] + 1 for line in label.lines)
+        y = y2 + _GAP if y2 + _GAP + block <= h else max(0, y1 - _GAP - block)
         for line in label.lines:
             y = _text_box(out, line, x1, y, color, font_scale, thick) + 1
         if label.thumbnail is not None:
@@ -69,22 +71,28 @@ def _thumbnail(out: np.ndarray, thumb: np.ndarray, caption: str, box, color, fon
     out[y:y + side, x:x + side] = thumb
     cv2.rectangle(out, (x - 1, y - 1), (x + side, y + side), color, 1)
     if caption:
-        (_, th), base = cv2.getTextSize(caption, _FONT, font_scale, 1)
+        height = _text_size(caption, font_scale, 1)[1]
         # below the thumbnail where there is room, else above it
         below = y + side + 1
-        top = below if below + th + base + 2 <= h else y - th - base - 3
-        _text_box(out, caption, x, top, color, font_scale, 1)
+        _text_box(out, caption, x, below if below + height <= h else y - 1 - height, color, font_scale, 1)
 
 
 def _text_box(out: np.ndarray, text: str, x: int, y: int, color, font_scale: float, thick: int) -> int:
     """`text` on a filled box whose top-left is (x, y), moved inside the frame; returns its bottom."""
     h, w = out.shape[:2]
     (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, thick)
-    x = _clamp(x, 0, w - tw - 4)
-    top = _clamp(y, 0, h - th - base - 2)
+    width, height = _text_size(text, font_scale, thick)
+    x = _clamp(x, 0, w - width)
+    top = _clamp(y, 0, h - height)
     cv2.rectangle(out, (x, top), (x + tw + 4, top + th + base + 2), color, -1)
     cv2.putText(out, text, (x + 2, top + th + 1), _FONT, font_scale, (0, 0, 0), thick, cv2.LINE_AA)
     return top + th + base + 2
+
+
+def _text_size(text: str, font_scale: float, thick: int) -> tuple[int, int]:
+    """Pixels a `_text_box` covers (cv2 fills both corners of a rectangle)."""
+    (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, thick)
+    return tw + 5, th + base + 3
 
 
 def _clamp(v: int, lo: int, hi: int) -> int:

@@ -26,13 +26,13 @@ generation as six digits:
                                       "enrolled": <float64 LE bytes, unix seconds>,
                                       "source": [str],
                                       "key": [str], "thumb": [str]}}
-    thumb-<key>.png         the row's thumbnail (THUMBNAIL_SIZE square, lossless), for rows whose
-                            "thumb" is its sha256 ("" where a row has none)
+    thumb-<sha256>.png      a thumbnail (THUMBNAIL_SIZE square, lossless), named by its own sha256,
+                            which the rows showing it hold in "thumb" ("" where a row has none)
 
 A row's key is the sha256 of what it came from: the source image's bytes when enrolled from a
 file, else the embedding's own bytes. No two rows share a key, so enrolling the same image twice
-is refused (the enrolment code skips it and says so). Thumbnail files are named by key and never
-rewritten: a save writes only the new ones. Meta files written before keys existed still load; their
+is refused (the enrolment code skips it and says so). Thumbnail files are named by their content
+and never rewritten: a save writes only those not there yet. Meta files written before keys existed still load; their
 rows are keyed by their embedding and have no thumbnail.
 
     journal-<g>.msgpack     rows appended since generation g was saved (`append`), one record per
@@ -191,9 +191,6 @@ class GalleryIndex:
         self._key_row: dict[str, int] = {}
         self._thumbs: dict[str, np.ndarray] = {}  # by row key
         self._thumb_sha: dict[str, str] = {}  # by row key: sha256 of its PNG file
-        # thumbnail files known to be in `_thumb_dir` as `_thumb_sha` says: saves skip them
-        self._thumb_dir: str | None = None
-        self._thumbs_on_disk: set[str] = set()
         # What is durable where: the directory and generation last saved or loaded, how many rows
         # (its own plus journaled), the journal's length in bytes and rows, and whether anything
         # a journal cannot record (a removal, a watch flag) changed since.
@@ -399,13 +396,10 @@ class GalleryIndex:
             index_bytes, index_sha = _write_atomic(directory, index_name, self._write_index)
             meta = msgpack.packb(self._meta_document(), use_bin_type=True)
             meta_bytes, meta_sha = _write_atomic(directory, meta_name, lambda out: out.write(meta))
-            if self._thumb_dir != directory:
-                self._thumb_dir, self._thumbs_on_disk = directory, set()
             for key, thumb in self._thumbs.items():
-                if key not in self._thumbs_on_disk:
+                if not os.path.exists(os.path.join(directory, _thumb_name(self._thumb_sha[key]))):
                     png = _encode_thumbnail(thumb)
-                    _write_atomic(directory, _thumb_name(key), lambda out: out.write(png))
-                    self._thumbs_on_disk.add(key)
+                    _write_atomic(directory, _thumb_name(self._thumb_sha[key]), lambda out: out.write(png))
             manifest = {
                 "v": SCHEMA_VERSION,
                 "generation": generation,
@@ -422,7 +416,7 @@ class GalleryIndex:
             packed = msgpack.packb(manifest, use_bin_type=True)
             _write_atomic(directory, MANIFEST, lambda out: out.write(packed))
             _fsync_dir(directory)
-            _remove_stale(directory, keep={index_name, meta_name, *map(_thumb_name, self._thumbs)})
+            _remove_stale(directory, keep={index_name, meta_name, *map(_thumb_name, self._thumb_sha.values())})
             self._durable = _Durable(directory, generation, len(self), 0, 0)
 
     def append(self, directory: str | os.PathLike[str]) -> None:
@@ -601,9 +595,10 @@ class GalleryIndex:
             raise GalleryError(f"{meta_path}: row or people counts disagree with {MANIFEST}")
         if count and (person.min() < 0 or person.max() >= len(names)):
             raise GalleryError(f"{meta_path}: rows name people that are not in it")
-        if keys is not None and (len(set(keys)) != len(keys)
-                                 or not all(_THUMB_FILE.fullmatch(_thumb_name(k)) for k in keys)):
-            raise GalleryError(f"{meta_path}: row keys are not distinct sha256 digests")
+        if keys is not None and len(set(keys)) != len(keys):
+            raise GalleryError(f"{meta_path}: row keys are not distinct")
+        if not all(_THUMB_FILE.fullmatch(_thumb_name(t)) for t in thumbs if t):
+            raise GalleryError(f"{meta_path}: thumbnail names are not sha256 digests")
         if any(t and keys is None for t in thumbs):
             raise GalleryError(f"{meta_path}: thumbnails of rows that have no key")
         return _Meta(names, watch, person, enrolled, sources, keys, thumbs)
@@ -643,7 +638,6 @@ class GalleryIndex:
         self._key_row = {k: i for i, k in enumerate(self._row_key)}
         self._thumbs = thumbs
         self._thumb_sha = {k: t for k, t in zip(self._row_key, meta.thumbs) if t}
-        self._thumb_dir, self._thumbs_on_disk = directory, set(thumbs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -706,8 +700,8 @@ class _Meta:
     thumbs: list[str]  # sha256 of each row's thumbnail file, "" for none
 
 
-def _thumb_name(key: str) -> str:
-    return f"thumb-{key}.png"
+def _thumb_name(sha: str) -> str:
+    return f"thumb-{sha}.png"
 
 
 def _encode_thumbnail(thumb: np.ndarray) -> bytes:
@@ -723,7 +717,7 @@ def _read_thumbnails(directory: str, meta: _Meta) -> dict[str, np.ndarray]:
     for key, sha in zip(meta.keys or (), meta.thumbs):
         if not sha:
             continue
-        path = os.path.join(directory, _thumb_name(key))
+        path = os.path.join(directory, _thumb_name(sha))
         with open(path, "rb") as f:
             png = f.read()
         if hashlib.sha256(png).hexdigest() != sha:
