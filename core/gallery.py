@@ -28,31 +28,30 @@ generation as six digits:
                                       "key": [str], "thumb": [str]}}
     thumb-<sha256>.png      a thumbnail (THUMBNAIL_SIZE square, lossless), named by its own sha256,
                             which the rows showing it hold in "thumb" ("" where a row has none)
-
-A row's key is the sha256 of what it came from: the source image's bytes when enrolled from a
-file, else the embedding's own bytes. No two rows share a key, so enrolling the same image twice
-is refused (the enrolment code skips it and says so). Thumbnail files are named by their content
-and never rewritten: a save writes only those not there yet. Meta files written before keys existed still load; their
-rows are keyed by their embedding and have no thumbnail.
-
     journal-<g>.msgpack     rows appended since generation g was saved (`append`), one record per
                             call: {"v": 1, "sha256": hex, "rows": <msgpack bytes of
                             {"name": [str], "vector": <float32 LE bytes>, "source": [str],
                              "key": [str], "enrolled": float}>}
 
+A row's key is the sha256 of what it came from: the source image's bytes when enrolled from a
+file, else the embedding's own bytes. No two rows share a key, so enrolling the same image twice
+is refused (the enrolment code skips it and says so). Thumbnail files are named by their content
+and never rewritten: a save writes only those not there yet. Meta files written before keys
+existed still load; their rows are keyed by their embedding and have no thumbnail.
+
 A save writes the generation-numbered files first, then swaps the manifest (the commit point),
 then deletes older generations and journals; each file goes through a temp file in the same
-directory, fsync and os.replace.
+directory, fsync and os.replace. A crash at any point therefore leaves the old or the new
+manifest, and whichever it is names files that exist and match its recorded length and sha256.
+Loading checks both before parsing, so a damaged file raises `GalleryError`, never a wrong answer.
+One writer at a time; readers may load while it saves.
 
 `append` is how a running pipeline enrols: it writes only the new rows, as one record at the end
 of the current generation's journal, and fsyncs it, so an enrolment costs the same however large
 the gallery is. Loading replays the journal after the generation's files: a record cut short by a
-crash was never acknowledged and is ignored (the next append overwrites it); a complete record whose
-sha256 does not match raises `GalleryError`. After `JOURNAL_ROWS` journaled rows, `append` saves the
-whole gallery instead, which starts a new generation with an empty journal. A crash at any point therefore leaves the old or the new manifest, and whichever
-it is names files that exist and match its recorded length and sha256. Loading checks both before
-parsing, so a damaged file raises `GalleryError`, never a wrong answer. One writer at a time;
-readers may load while it saves.
+crash was never acknowledged and is ignored (the next append writes over it); a complete record
+whose sha256 does not match raises `GalleryError`. After `JOURNAL_ROWS` journaled rows, `append`
+saves the whole gallery instead, which starts a new generation with an empty journal.
 """
 from __future__ import annotations
 
@@ -78,6 +77,7 @@ from core.messages import IdentityMatch
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.msgpack"
 _DATA_FILE = re.compile(r"(index|meta)-(\d+)\.(faiss|msgpack)")
+_KEY = re.compile(r"[0-9a-f]{64}")
 _THUMB_FILE = re.compile(r"thumb-([0-9a-f]{64})\.png")
 _JOURNAL_FILE = re.compile(r"journal-(\d+)\.msgpack")
 # Rows a journal holds before `append` folds them into a full save: replaying them at load costs
@@ -192,8 +192,8 @@ class GalleryIndex:
         self._thumbs: dict[str, np.ndarray] = {}  # by row key
         self._thumb_sha: dict[str, str] = {}  # by row key: sha256 of its PNG file
         # What is durable where: the directory and generation last saved or loaded, how many rows
-        # (its own plus journaled), the journal's length in bytes and rows, and whether anything
-        # a journal cannot record (a removal, a watch flag) changed since.
+        # (its own plus journaled), the journal's length in bytes and rows. None once something
+        # a journal cannot record (a removal, a watch flag) changed: the next append saves.
         self._durable: _Durable | None = None
 
     # ---- queries -------------------------------------------------------------------------------
@@ -307,6 +307,8 @@ class GalleryIndex:
         unit = self._unit(vectors)
         if len(unit) == 0:
             raise ValueError("no vectors given")
+        if keys is not None and not all(_KEY.fullmatch(k) for k in keys):
+            raise ValueError("keys must be sha256 hex digests (content_key)")
         keys = list(keys) if keys is not None else [content_key(v.tobytes()) for v in unit]
         thumbnails = list(thumbnails) if thumbnails is not None else [None] * len(unit)
         if not len(names) == len(sources) == len(unit) == len(keys) == len(thumbnails):
@@ -314,8 +316,6 @@ class GalleryIndex:
                              f"{len(keys)} keys, {len(thumbnails)} thumbnails")
         if not all(names):
             raise ValueError("person names must be non-empty")
-        if not all(re.fullmatch("[0-9a-f]{64}", k) for k in keys):
-            raise ValueError("keys must be sha256 hex digests (content_key)")
         shape = (THUMBNAIL_SIZE, THUMBNAIL_SIZE, 3)
         if any(t is not None and (t.shape != shape or t.dtype != np.uint8) for t in thumbnails):
             raise ValueError(f"thumbnails must be {shape} uint8")
@@ -341,11 +341,6 @@ class GalleryIndex:
                 if thumb is not None:
                     self._thumbs[key] = np.array(thumb, np.uint8)
                     self._thumb_sha[key] = hashlib.sha256(_encode_thumbnail(thumb)).hexdigest()
-
-    def thumbnails(self) -> dict[str, np.ndarray]:
-        """Every stored thumbnail, by row key."""
-        with self._lock:
-            return dict(self._thumbs)
 
     def remove(self, name: str) -> int:
         """Forget a person and all their embeddings; returns how many were removed."""
@@ -494,8 +489,12 @@ class GalleryIndex:
                 gallery._restore(directory, manifest, index_file, meta, thumbs)
                 journal_bytes = journal_rows = 0
                 for record in journal.records if journal else ():
-                    gallery.add_many(record["name"], record["vector"], record["source"], keys=record["key"],
-                                     enrolled=record["enrolled"])
+                    try:
+                        gallery.add_many(record["name"], record["vector"], record["source"],
+                                         keys=record["key"], enrolled=record["enrolled"])
+                    except ValueError as bad:
+                        problem = f"{_journal_name(manifest['generation'])}: record does not fit the gallery ({bad})"
+                        raise GalleryError(os.path.join(directory, problem)) from None
                     journal_rows += len(record["key"])
                 if journal:
                     journal_bytes = journal.good_bytes

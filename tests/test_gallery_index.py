@@ -315,7 +315,8 @@ def test_thumbnails_persist_private_and_checked(tmp_path) -> None:
     assert names == sorted(f"thumb-{g._thumb_sha[k]}.png" for k in keys)
     assert all(stat.S_IMODE(os.stat(tmp_path / n).st_mode) == 0o600 for n in names)
     loaded = GalleryIndex.load(tmp_path)
-    assert all(np.array_equal(loaded.thumbnails()[k], p) for k, p in zip(keys, pictures))
+    assert all(np.array_equal(t, p) for t, p in zip(loaded.export().thumbnails[9:], pictures))
+    assert loaded.export().thumbnails[:9] == (None,) * 9
     # The nearest face carries its row's thumbnail, also beyond the threshold.
     [match] = loaded.closest(loaded._index.reconstruct(9)[None])
     assert match.name == "dee" and np.array_equal(match.thumbnail, pictures[0])
