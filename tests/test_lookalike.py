@@ -96,3 +96,19 @@ def test_keeper_remembers_a_bounded_number_of_changes(gallery, tmp_path):
     loaded = GalleryIndex.load(tmp_path)
     assert len(loaded) == len(behind) and loaded.names()[-1] == f"unknown-{KEPT_CHANGES + 6}"
     assert sum(t is not None for t in loaded.export().thumbnails) == 9
+
+
+def test_the_demos_sample_gallery_is_built_once(tmp_path):
+    from models.enrolment import SAMPLE_WATCH, sample_gallery
+
+    directory = tmp_path / "sample"
+    assert sample_gallery(directory, threads=2)
+    built = GalleryIndex.load(directory)
+    assert [(p.name, p.embeddings, p.watch) for p in built.people()] == [
+        (name, n, name in SAMPLE_WATCH) for name, n in
+        [("alex_lacamoire", 2), ("biden", 1), ("kit_harington", 2), ("lin_manuel_miranda", 1), ("obama", 1),
+         ("rose_leslie", 2)]]
+    assert all(t is not None for t in built.export().thumbnails)
+    files = {p.name: p.read_bytes() for p in directory.iterdir()}
+    assert not sample_gallery(directory)
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == files
