@@ -169,7 +169,10 @@ class TrackFusion:
         if identity is not None and identity in votes:
             winner = identity
         else:
-            winner = min(votes, key=lambda n: (-votes[n], np.mean([m.distance for m in self._nearest if m.name == n])))
+            def rank(name: str) -> tuple[int, float]:
+                return -votes[name], float(np.mean([m.distance for m in self._nearest if m.name == name]))
+
+            winner = min(votes, key=rank)
         mine = [m for m in self._nearest if m.name == winner]
         distance = float(np.mean([m.distance for m in mine]))
         return IdentityMatch(winner, distance, lookalike=identity != winner,
