@@ -37,10 +37,14 @@ def draw_faces(image: np.ndarray, labels: list[FaceLabel], banner: str | None = 
         # under the box, or above it where the frame ends first
         block = sum(_text_size(line, font_scale, thick)[1] + 1 for line in label.lines)
         y = y2 + _GAP if y2 + _GAP + block <= h else max(0, y1 - _GAP - block)
+        right = x1  # where the label block ends
         for line in label.lines:
+            right = max(right, _clamp(x1, 0, w - _text_size(line, font_scale, thick)[0])
+                        + _text_size(line, font_scale, thick)[0])
             y = _text_box(out, line, x1, y, color, font_scale, thick) + 1
         if label.thumbnail is not None:
-            _thumbnail(out, label.thumbnail, label.thumbnail_caption, (x1, y1, x2, y2), color, font_scale * 0.8)
+            _thumbnail(out, label.thumbnail, label.thumbnail_caption, (x1, y1, x2, y2), right, color,
+                       font_scale * 0.8)
     if banner:
         cv2.rectangle(out, (0, 0), (w, int(30 * font_scale + 14)), (255, 0, 0), -1)
         cv2.putText(out, banner, (8, int(30 * font_scale + 4)), _FONT, font_scale * 1.2,
@@ -48,33 +52,40 @@ def draw_faces(image: np.ndarray, labels: list[FaceLabel], banner: str | None = 
     return out
 
 
-def thumbnail_origin(box: tuple[int, int, int, int], side: int, frame: tuple[int, int]) -> tuple[int, int]:
-    """Top-left corner of a thumbnail `side` pixels square beside `box` in a frame (h, w): right
-    of the box, else left of it, else over it; level with the box's top; always inside the frame."""
+def thumbnail_origin(box: tuple[int, int, int, int], side: int, frame: tuple[int, int],
+                     labels_end: int | None = None) -> tuple[int, int]:
+    """Top-left corner of a thumbnail `side` pixels square beside `box` in a frame (h, w), level
+    with the box's top: left of the box, where the box's label lines (which start at its left edge
+    and end at `labels_end`) cannot reach it; else right of the box and its labels; else as far
+    right as the frame allows. Always inside the frame."""
     h, w = frame
     x1, y1, x2, _ = box
-    if x2 + _GAP + side <= w:
-        x = x2 + _GAP
-    elif x1 - _GAP - side >= 0:
+    right = max(x2, x1 if labels_end is None else labels_end)
+    if x1 - _GAP - side >= 0:
         x = x1 - _GAP - side
+    elif right + _GAP + side <= w:
+        x = right + _GAP
     else:
-        x = x2 + _GAP
+        x = w - side
     return _clamp(x, 0, w - side), _clamp(y1, 0, h - side)
 
 
-def _thumbnail(out: np.ndarray, thumb: np.ndarray, caption: str, box, color, font_scale: float) -> None:
+def _thumbnail(out: np.ndarray, thumb: np.ndarray, caption: str, box, labels_end: int, color,
+               font_scale: float) -> None:
     h, w = out.shape[:2]
     side = min(thumb.shape[0], h, w)
     if side != thumb.shape[0]:  # a frame smaller than the thumbnail
         thumb = cv2.resize(thumb, (side, side), interpolation=cv2.INTER_AREA)
-    x, y = thumbnail_origin(box, side, (h, w))
+    x, y = thumbnail_origin(box, side, (h, w), labels_end)
     out[y:y + side, x:x + side] = thumb
     cv2.rectangle(out, (x - 1, y - 1), (x + side, y + side), color, 1)
     if caption:
-        height = _text_size(caption, font_scale, 1)[1]
-        # below the thumbnail where there is room, else above it
-        below = y + side + 1
-        _text_box(out, caption, x, below if below + height <= h else y - 1 - height, color, font_scale, 1)
+        width, height = _text_size(caption, font_scale, 1)
+        # Above the thumbnail, level with the box's top, where the box's own labels never are (they
+        # go under the box), else under it; wider than the thumbnail, it grows away from the box.
+        top = y - 1 - height if y - 1 - height >= 0 else y + side + 1
+        left = x + side - width if x < box[0] else x
+        _text_box(out, caption, left, top, color, font_scale, 1)
 
 
 def _text_box(out: np.ndarray, text: str, x: int, y: int, color, font_scale: float, thick: int) -> int:

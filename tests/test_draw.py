@@ -31,14 +31,21 @@ def test_thumbnail_is_drawn_beside_the_box_pixel_for_pixel():
     rng = np.random.default_rng(0)
     thumb = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     blank = np.zeros((H, W, 3), np.uint8)
-    for box, side in [((100, 100, 160, 170), "right"), ((580, 100, 639, 170), "left"),
+    lines = ("#1 someone with a long name",)
+    for box, side in [((300, 100, 360, 170), "left"), ((20, 100, 80, 170), "right"),
                       ((0, 0, 639, 479), "inside")]:
-        label = FaceLabel(tuple(map(float, box)), ("#1",), thumbnail=thumb, thumbnail_caption="looks like obama 62 %")
+        label = FaceLabel(tuple(map(float, box)), lines, thumbnail=thumb, thumbnail_caption="looks like obama 62 %")
         out = draw_faces(blank, [label])
-        x, y = thumbnail_origin(box, 64, (H, W))
+        text = draw_faces(blank, [FaceLabel(tuple(map(float, box)), lines)])
+        labels_end = int(np.nonzero(np.all(text == COLOR, axis=2))[1].max()) + 1
+        x, y = thumbnail_origin(box, 64, (H, W), labels_end)
         assert 0 <= x <= W - 64 and 0 <= y <= H - 64
-        assert {"right": x > box[2], "left": x + 64 < box[0], "inside": True}[side]
+        # beside the box and clear of its label lines, which stay whole
+        assert {"left": x + 64 < box[0], "right": x > labels_end, "inside": True}[side], side
         assert np.array_equal(out[y:y + 64, x:x + 64], thumb), side
-        # the caption sits under (or over) the thumbnail, in the track's colour
-        caption = out[y + 65:y + 85, x:x + 64] if y + 85 <= H else out[max(0, y - 20):y, x:x + 64]
-        assert np.all(caption == COLOR, axis=2).any(), side
+        if side != "inside":
+            x0, y0, x1, y1 = label_extent(tuple(map(float, box)), lines)
+            assert np.array_equal(out[y0:y1 + 1, x0:x1 + 1], text[y0:y1 + 1, x0:x1 + 1]), side
+        # the caption sits over (or, at the top edge, under) the thumbnail, in the track's colour
+        caption = out[y - 20:y - 1, x:x + 64] if y >= 20 else out[y + 65:y + 85, x:x + 64]
+        assert np.all(caption == COLOR, axis=2).mean() > 0.3, side

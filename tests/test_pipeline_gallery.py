@@ -124,30 +124,32 @@ def test_the_drawn_thumbnail_is_the_stored_one(lookalike_run):
     import numpy as np
 
     from core.draw import thumbnail_origin
-    from core.gallery import THUMBNAIL_SIZE, GalleryIndex
+    from core.gallery import THUMBNAIL_SIZE as SIDE
+    from core.gallery import GalleryIndex
 
     result, events, directory = lookalike_run
     stored = GalleryIndex.load(directory).export()
     thumbs = [(name, t.astype(np.int16)) for name, t in zip(stored.names, stored.thumbnails)]
-    wanted: dict[int, list] = {}
-    for seq, face in confirmed_faces(events):
-        if face["lookalike"]:
-            wanted.setdefault(seq, []).append(face)
+    frames = {e["seq"]: e["faces"] for e in events if e["type"] == "frame"}
     video = cv2.VideoCapture(next(iter(result.videos.values())))
-    checked, close = 0, 0
-    for seq in range(max(wanted) + 1):
+    checked = close = 0
+    for seq in range(max(frames) + 1):
         ok, frame = video.read()
         assert ok
-        if seq not in wanted or seq % 3:
-            continue
         image = frame[:, :, ::-1].astype(np.int16)
-        for face in wanted[seq]:
-            x, y = thumbnail_origin(tuple(int(round(v)) for v in face["box"]), THUMBNAIL_SIZE, image.shape[:2])
-            best = min((float(np.abs(image[y + dy:y + dy + THUMBNAIL_SIZE, x + dx:x + dx + THUMBNAIL_SIZE] - t).mean()),
-                        name)
-                       for name, t in thumbs for dx in (-1, 0, 1) for dy in (-1, 0, 1)
-                       if 0 <= x + dx <= image.shape[1] - THUMBNAIL_SIZE and 0 <= y + dy <= image.shape[0] - THUMBNAIL_SIZE)
+        boxes = [tuple(int(round(v)) for v in face["box"]) for face in frames.get(seq, ())]
+        for face, box in zip(frames.get(seq, ()), boxes):
+            # Left of the box, where it goes whenever there is room, its place does not depend on
+            # the labels' width; the watchlist banner covers the top rows for a few seconds.
+            if face["track_id"] == -1 or not face["lookalike"] or box[0] < SIDE + 4 or box[1] < 40:
+                continue
+            x, y = thumbnail_origin(box, SIDE, image.shape[:2])
+            # faces drawn near it (boxes, their labels, their thumbnails) may cover it: not checked
+            if any(other != box and other[0] - SIDE - 8 < x + SIDE and x < other[2] + 200
+                   and other[1] - 30 < y + SIDE and y < other[3] + 80 for other in boxes):
+                continue
+            drawn = image[y:y + SIDE, x:x + SIDE]
+            diff, name = min((float(np.abs(drawn - t).mean()), name) for name, t in thumbs)
             checked += 1
-            close += best[1] == face["lookalike"]["name"] and best[0] < 12
-    # faces crossing each other may cover a thumbnail for a while
-    assert checked >= 100 and close >= 0.8 * checked, (close, checked)
+            close += name == face["lookalike"]["name"] and diff < 12
+    assert checked >= 50 and close >= 0.95 * checked, (close, checked)
