@@ -140,16 +140,20 @@ def test_the_drawn_thumbnail_is_the_stored_one(lookalike_run):
         boxes = [tuple(int(round(v)) for v in face["box"]) for face in frames.get(seq, ())]
         for face, box in zip(frames.get(seq, ()), boxes):
             # Left of the box, where it goes whenever there is room, its place does not depend on
-            # the labels' width; the watchlist banner covers the top rows for a few seconds.
-            if face["track_id"] == -1 or not face["lookalike"] or box[0] < SIDE + 4 or box[1] < 40:
+            # the labels' width (2 px spare: event boxes are rounded to 0.1 px); the watchlist
+            # banner covers the top rows for a few seconds.
+            if face["track_id"] == -1 or not face["lookalike"] or box[0] < SIDE + 6 or box[1] < 40:
                 continue
             x, y = thumbnail_origin(box, SIDE, image.shape[:2])
             # faces drawn near it (boxes, their labels, their thumbnails) may cover it: not checked
             if any(other != box and other[0] - SIDE - 8 < x + SIDE and x < other[2] + 200
                    and other[1] - 30 < y + SIDE and y < other[3] + 80 for other in boxes):
                 continue
-            drawn = image[y:y + SIDE, x:x + SIDE]
-            diff, name = min((float(np.abs(drawn - t).mean()), name) for name, t in thumbs)
+            # the event's box is rounded: the drawn one may lie a pixel off
+            diff, name = min((float(np.abs(image[y + dy:y + dy + SIDE, x + dx:x + dx + SIDE] - t).mean()), name)
+                             for name, t in thumbs for dx in (-1, 0, 1) for dy in (-1, 0, 1))
             checked += 1
-            close += name == face["lookalike"]["name"] and diff < 12
-    assert checked >= 50 and close >= 0.95 * checked, (close, checked)
+            # measured (2026-11-27): the shown face's own thumbnail 4-6 grey levels off on
+            # average after the codec, every other stored face 40 or more
+            close += name == face["lookalike"]["name"] and diff < 16
+    assert checked >= 50 and close >= 0.97 * checked, (close, checked)
