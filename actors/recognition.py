@@ -108,7 +108,7 @@ class AgeGenderActor(_Recognition):
 
 @ray.remote(num_cpus=0.5)
 class IdentityActor(_Recognition):
-    """Embeds faces and, when a gallery is set, names them."""
+    """Embeds faces and, when a gallery is set, names them, or says whom they look like."""
 
     task = "identity"
 
@@ -125,7 +125,7 @@ class IdentityActor(_Recognition):
         if ray.get(self.keeper.version.remote()) == self.version:
             return
         for change in ray.get(self.keeper.since.remote(self.version)):
-            self.gallery = replica(change.rows, GalleryConfig(distance_scale=self.embedder.entry.distance_scale),
+            self.gallery = replica(change, GalleryConfig(distance_scale=self.embedder.entry.distance_scale),
                                    self.gallery)
             self.version = change.version
 
@@ -136,7 +136,10 @@ class IdentityActor(_Recognition):
         self._sync()
         if not len(self.gallery):
             return vectors, (None,) * len(vectors)
-        matches = tuple(m and replace(m, watched=self.gallery.is_watched(m.name)) for m in self.gallery.search(vectors))
+        # The nearest face even beyond the threshold, marked look-alike there: only an identity may
+        # carry the watchlist flag.
+        matches = tuple(m and replace(m, watched=not m.lookalike and self.gallery.is_watched(m.name))
+                        for m in self.gallery.closest(vectors))
         return vectors, matches
 
     def split(self, out, jobs, b):

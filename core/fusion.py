@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.messages import IdentityMatch
+
 
 @dataclass(frozen=True, slots=True)
 class FusionConfig:
@@ -38,7 +40,9 @@ class ObservationCounts:
 @dataclass(frozen=True, slots=True)
 class FusedAttributes:
     """A read-only snapshot of a track's fused attributes; None where nothing was observed yet
-    (identity: also when no name wins the vote)."""
+    (identity: also when no name wins the vote). `lookalike` is the gallery face the track
+    resembles most, whatever the distance: it is the identity's own when the track is named, and
+    never a name to show as who the track is otherwise."""
 
     age: float | None
     age_posterior: np.ndarray | None
@@ -50,6 +54,7 @@ class FusedAttributes:
     identity_distance: float | None
     age_gender_converged: bool
     observations: ObservationCounts
+    lookalike: IdentityMatch | None = None
 
 
 class TrackFusion:
@@ -71,6 +76,7 @@ class TrackFusion:
         self._gender_probs: deque[np.ndarray] = deque(maxlen=config.gender_window)
         self._expression: np.ndarray | None = None
         self._identity_matches: deque[tuple[str | None, float]] = deque(maxlen=config.identity_window)
+        self._nearest: deque[IdentityMatch] = deque(maxlen=config.identity_window)
         self._counts = Counter[str]()
 
     def add_age(self, posterior: np.ndarray) -> None:
@@ -93,6 +99,10 @@ class TrackFusion:
         self._identity_matches.append((name, float(distance)))
         self._counts["identity"] += 1
 
+    def add_nearest(self, match: IdentityMatch) -> None:
+        """The nearest gallery face of one embedding, within the threshold or not (look-alike)."""
+        self._nearest.append(match)
+
     def snapshot(self) -> FusedAttributes:
         age_posterior = self._age_posterior()
         gender, gender_score = self._gender()
@@ -112,6 +122,7 @@ class TrackFusion:
                 self._counts["age"], self._counts["gender"], self._counts["expression"],
                 self._counts["identity"],
             ),
+            lookalike=self._lookalike_vote(identity),
         )
 
     def _age_posterior(self) -> np.ndarray | None:
@@ -147,6 +158,26 @@ class TrackFusion:
         winner = ranked[0][0]
         distances = [d for name, d in self._identity_matches if name == winner and d <= threshold]
         return winner, float(np.mean(distances))
+
+    def _lookalike_vote(self, identity: str | None) -> IdentityMatch | None:
+        """The most frequent nearest face over the recent matches (ties: the closer on average),
+        so the face shown beside a track does not flicker between two similar gallery people. A
+        named track resembles its own gallery face."""
+        if not self._nearest:
+            return None
+        votes = Counter(m.name for m in self._nearest)
+        if identity is not None and identity in votes:
+            winner = identity
+        else:
+            def rank(name: str) -> tuple[int, float]:
+                return -votes[name], float(np.mean([m.distance for m in self._nearest if m.name == name]))
+
+            winner = min(votes, key=rank)
+        mine = [m for m in self._nearest if m.name == winner]
+        distance = float(np.mean([m.distance for m in mine]))
+        return IdentityMatch(winner, distance, lookalike=identity != winner,
+                             similarity=float(np.mean([m.similarity for m in mine])),
+                             thumbnail=next((m.thumbnail for m in reversed(mine) if m.thumbnail is not None), None))
 
     def _age_gender_converged(self) -> bool:
         cfg = self.config

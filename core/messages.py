@@ -80,9 +80,18 @@ class Embeddings:
 
 @dataclass(frozen=True, slots=True)
 class IdentityMatch:
+    """The nearest gallery face of one embedding. Within the gallery's threshold it is an identity;
+    beyond it (`lookalike`) it is only who the face resembles and must never be shown, alarmed on or
+    enrolled against as that person."""
+
     name: str
     distance: float
     watched: bool = False
+    lookalike: bool = False
+    # Derived from `distance` (core/gallery.py `similarity`), so equality need not compare them.
+    similarity: float = field(default=0.0, compare=False)
+    # The gallery's thumbnail of the nearest embedding (RGB uint8), None where it has none.
+    thumbnail: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,11 +170,15 @@ class StreamTracker:
                 self.tracker.set_embedding(track_id, result.embeddings[row])
             if result.matches:
                 match = result.matches[row]
-                fusion.add_identity(match.name if match else None, match.distance if match else float("inf"))
-                self._note_match(track_id, match, result.embeddings[row], fusion, t_frame)
+                # a look-alike votes "unknown": it is who the face resembles, not who it is
+                known = match is not None and not match.lookalike
+                fusion.add_identity(match.name if known else None, match.distance if match else float("inf"))
+                if match is not None:
+                    fusion.add_nearest(match)
+                self._note_match(track_id, match if known else None, result.embeddings[row], fusion, t_frame)
 
     def _note_match(self, track_id: int, match, embedding: np.ndarray, fusion: TrackFusion, t: float | None) -> None:
-        if match is None:
+        if match is None:  # nobody, or only a look-alike
             self._unmatched.setdefault(track_id, []).append(embedding)
             return
         self._matched.add(track_id)
@@ -220,6 +224,7 @@ class StreamTracker:
             record = face_record(box, work.faces.scores[i], work.faces.landmarks[i], *(
                 _attributes(fused) if fused else (None,) * 6))
             record["track_id"] = track_id
+            record["lookalike"] = _lookalike(fused)
             if work.carried:
                 record["predicted"] = True  # the box is the track's motion, not a detection
             faces.append(record)
@@ -231,7 +236,10 @@ class StreamTracker:
                 if (work.t - dated.get("expression", -1e18) <= self.fresh_within_s
                         and "age_gender" in dated):
                     self.faces_fresh += 1
-            labels.append(FaceLabel(tuple(float(v) for v in box), _label_lines(track_id, fused), key=max(track_id, 0)))
+            shown = fused.lookalike if fused is not None and track_id != UNCONFIRMED else None
+            labels.append(FaceLabel(tuple(float(v) for v in box), _label_lines(track_id, fused), key=max(track_id, 0),
+                                    thumbnail=shown.thumbnail if shown else None,
+                                    thumbnail_caption=_lookalike_caption(shown) if shown else ""))
         extra, self._events = tuple(self._events), []
         banner = self._banner[0] if self._banner and work.t <= self._banner[1] else None
         return FrameOutput(tuple(labels), frame_event(self.stream, work.seq, work.t_capture, faces), extra, banner)
@@ -246,7 +254,20 @@ def _fused_record(f: FusedAttributes) -> dict:
     age, gender, gender_score, expression, _, identity = _attributes(f)
     return {"age": None if age is None else round(float(age), 1), "gender": gender,
             "gender_score": None if gender_score is None else round(float(gender_score), 3),
-            "expression": expression, "identity": identity}
+            "expression": expression, "identity": identity, "lookalike": _lookalike(f)}
+
+
+def _lookalike(f: FusedAttributes | None) -> dict | None:
+    """The event form of the face a track resembles most (for a named track, its own gallery face)."""
+    m = f.lookalike if f is not None else None
+    if m is None:
+        return None
+    return {"name": m.name, "distance": round(float(m.distance), 3), "similarity": round(float(m.similarity), 2)}
+
+
+def _lookalike_caption(m: IdentityMatch) -> str:
+    percent = f"{m.similarity * 100:.0f} %"
+    return f"looks like {m.name} {percent}" if m.lookalike else f"{m.name} {percent}"
 
 
 def _label_lines(track_id: int, fused: FusedAttributes | None) -> tuple[str, ...]:

@@ -20,6 +20,8 @@ from core.config import ConfigError, load_config, parse_pool  # noqa: E402
 from core.media import MediaError  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "media" / "video" / "crossing_faces.mp4"
+# Where the sample video's default gallery (tests/media/gallery, obama watched) is built on first use.
+SAMPLE_GALLERY = Path.home() / ".cache" / "facelive" / "sample-gallery"
 
 
 def parse_args(argv):
@@ -38,7 +40,8 @@ def parse_args(argv):
     p.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                    help="play files at their frame rate, like a camera (default: on in live mode)")
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out/)")
-    p.add_argument("--gallery", help="gallery directory (launch/gallery.py) to name faces from; watchlisted people raise alarms")
+    p.add_argument("--gallery", help="gallery directory (launch/gallery.py) to name faces from; watchlisted people raise alarms "
+                   f"(default for the sample video: the bundled people, built on first use in {SAMPLE_GALLERY})")
     p.add_argument("--enrol-unknown", action="store_true",
                    help="enrol confirmed tracks nobody matches as unknown-N into the gallery (searchable at once)")
     p.add_argument("--address", help="Ray cluster address; 'local' starts a new local one (default: RAY_ADDRESS, a running cluster, "
@@ -98,6 +101,13 @@ def main(argv=None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    # Not with --enrol-unknown: that would write strangers into the shared sample gallery.
+    if config.gallery is None and config.sources == (str(SAMPLE),) and not config.enrol_unknown:
+        from models.enrolment import sample_gallery
+
+        if sample_gallery(SAMPLE_GALLERY, threads=os.cpu_count() or 1):
+            print(f"built the sample gallery in {SAMPLE_GALLERY}", file=sys.stderr)
+        config = replace(config, gallery=str(SAMPLE_GALLERY))
     import ray
 
     from actors.cluster import connect

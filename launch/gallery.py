@@ -2,13 +2,16 @@
 
   import FOLDER          enrol every image of FOLDER/<person>/ (one sub-folder per person)
   enrol NAME IMAGE...    enrol images (or folders of images) as NAME
-  list                   people, embeddings each, watchlist flag
+  list                   people, embeddings each, watchlist flag (--thumbnails DIR: write each
+                         embedding's thumbnail as DIR/<person>/<n>.png)
   remove NAME            forget NAME and all their embeddings
   watch NAME / unwatch NAME
   search IMAGE...        the best match of every face, or unknown above the threshold
 
-Each enrolment image gives one embedding: its largest face. An image that cannot be read or
-shows no face is named on stderr with the reason and the rest go on. Distances are on the
+Each enrolment image gives one embedding: its largest face, with a small thumbnail of it. An
+image that cannot be read or shows no face is named on stderr with the reason and the rest go on;
+an image whose content the gallery already holds is left as it is and counted, so importing the
+same folder twice changes nothing. Distances are on the
 identity model's published scale (dlib's); the default threshold, 0.55, is a little stricter than
 dlib's 0.6 (why: core/gallery.py, GalleryConfig).
 Exit status: 0 all good, 1 some images were skipped, 2 the command could not run (bad usage,
@@ -17,12 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import cv2  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from core.gallery import GalleryConfig, GalleryError, GalleryIndex  # noqa: E402
@@ -68,7 +73,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     enrol_cmd = command("enrol", enrol_images, "enrol images as one person, creating the gallery if needed")
     enrol_cmd.add_argument("name", help="the person's name")
     enrol_cmd.add_argument("images", nargs="+", help="image files or folders of them")
-    command("list", list_people, "list people, their embedding count and watchlist flag")
+    list_cmd = command("list", list_people, "list people, their embedding count and watchlist flag")
+    list_cmd.add_argument("--thumbnails", type=Path, metavar="DIR",
+                          help="also write each embedding's thumbnail to DIR/<person>/<n>.png (mode 0600)")
     for name, run, summary in [("remove", remove, "forget a person and all their embeddings"),
                                ("watch", watch, "put a person on the watchlist"),
                                ("unwatch", unwatch, "take a person off the watchlist")]:
@@ -104,12 +111,16 @@ def enrol_and_save(args: argparse.Namespace, images: list[PersonImage]) -> int:
     bar = tqdm(images, unit="image", desc="enrolling", file=sys.stderr)
     done = enrol(gallery, analyzer, bar, lambda error: tqdm.write(f"skipped: {error}", file=sys.stderr),
                  args.max_pixels)
-    if not done.embeddings:
+    holds = f"{args.gallery} holds {len(gallery.names())} people, {len(gallery)} embeddings"
+    if not done.embeddings and not done.already:
         raise CommandError(f"no face found in any of the {len(images)} image(s); gallery unchanged")
-    gallery.save(args.gallery)
-    print(f"enrolled {done.embeddings} embedding(s) of {done.people} person(s), skipped "
-          f"{done.skipped} image(s); {args.gallery} holds {len(gallery.names())} people, "
-          f"{len(gallery)} embeddings")
+    if done.embeddings:
+        gallery.save(args.gallery)
+        print(f"enrolled {done.embeddings} embedding(s) of {done.people} person(s), skipped "
+              f"{done.skipped} image(s), {done.already} already in the gallery; {holds}")
+    else:
+        print(f"nothing new: {done.already} image(s) already in the gallery, skipped {done.skipped}; "
+              f"gallery unchanged; {holds}")
     return 1 if done.skipped else 0
 
 
@@ -124,13 +135,38 @@ def enrol_images(args: argparse.Namespace) -> int:
 
 
 def list_people(args: argparse.Namespace) -> int:
-    people = open_gallery(args).people()
+    gallery = open_gallery(args)
+    people = gallery.people()
     width = max([len("name"), *(len(p.name) for p in people)])
     print(f"{'name':<{width}}  embeddings  watch")
     for p in people:
         print(f"{p.name:<{width}}  {p.embeddings:>10}  {'yes' if p.watch else 'no'}")
     print(f"{len(people)} people, {sum(p.embeddings for p in people)} embeddings")
+    if args.thumbnails:
+        written = write_thumbnails(gallery, args.thumbnails)
+        print(f"{written} thumbnail(s) written to {args.thumbnails}")
     return 0
+
+
+def write_thumbnails(gallery: GalleryIndex, folder: Path) -> int:
+    """Each row's thumbnail as folder/<person>/<n>.png, n counting that person's rows from 1;
+    owner-only, since they are faces."""
+    rows = gallery.export()
+    counts: dict[str, int] = {}
+    written = 0
+    for name, thumb in zip(rows.names, rows.thumbnails):
+        counts[name] = counts.get(name, 0) + 1
+        if thumb is None:
+            continue
+        # Names are free text: keep them from leaving `folder` or hiding as dot files.
+        person = folder / (re.sub(r"[^\w.-]", "_", name).lstrip(".") or "_")
+        person.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ok, png = cv2.imencode(".png", thumb[:, :, ::-1])
+        fd = os.open(person / f"{counts[name]}.png", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(png.tobytes())
+        written += 1
+    return written
 
 
 def remove(args: argparse.Namespace) -> int:

@@ -2,19 +2,27 @@
 enrolment share, so that a face is embedded and enrolled the same way everywhere.
 
 An enrolment photo may show bystanders; the person it is filed under is taken to be the largest
-face, the one the photographer framed."""
+face, the one the photographer framed. Each embedding is keyed by its image file's sha256, so an
+image already in the gallery is not embedded or added again."""
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from core.gallery import GalleryConfig, GalleryIndex
+from core.gallery import MANIFEST, GalleryConfig, GalleryIndex, content_key, make_thumbnail
 from core.media import DEFAULT_MAX_PIXELS, MediaError, iter_image_files, load_image
 from models.analyzer import FaceAnalyzer
 from models.recognisers import FaceEmbedder
+from models.registry import ModelRegistry
+
+# The bundled gallery the demo names faces from when given none: the test media's people, with
+# obama on the watchlist so the sample video shows an alarm.
+SAMPLE_PEOPLE = Path(__file__).resolve().parent.parent / "tests" / "media" / "gallery"
+SAMPLE_WATCH = ("obama",)
 
 
 class EnrolmentError(Exception):
@@ -40,13 +48,16 @@ class FaceEmbedding:
     source: str
     box: np.ndarray  # (4,) float32 x1, y1, x2, y2 in pixels
     vector: np.ndarray  # (D,) float32, L2-normalised
+    key: str  # sha256 of the image file (core.gallery.content_key)
+    thumbnail: np.ndarray  # the identity chip made small (core.gallery.make_thumbnail), RGB
 
 
 @dataclass(frozen=True, slots=True)
 class Enrolled:
     embeddings: int
     people: int
-    skipped: int
+    skipped: int  # images that gave nothing (unreadable, no face)
+    already: int  # images whose content the gallery already holds: left as they are
 
 
 def identity_model(analyzer: FaceAnalyzer) -> FaceEmbedder:
@@ -73,16 +84,23 @@ def embed_largest_face(
     """The identity embedding of the largest face in the image at `path`; EnrolmentError when
     the file cannot be read or shows no face."""
     # Checked first: a missing identity model is the caller's mistake, not this image's.
-    identity_model(analyzer)
+    model = identity_model(analyzer)
     try:
         image = load_image(path, max_pixels)
     except MediaError as error:
         raise EnrolmentError(path, error.reason) from None
-    results = analyzer.analyze(image)
-    if len(results.faces.boxes) == 0:
+    faces, crops = analyzer.stage(image)
+    if len(faces.boxes) == 0:
         raise EnrolmentError(path, "no face found")
-    i = largest_face(results.faces.boxes)
-    return FaceEmbedding(os.path.abspath(path), results.faces.boxes[i], results.identity.vectors[i])
+    i = largest_face(faces.boxes)
+    chip = crops.chips[model.crop.key][i : i + 1]
+    return FaceEmbedding(os.path.abspath(path), faces.boxes[i], model(chip).vectors[0],
+                         image_key(path), make_thumbnail(chip[0]))
+
+
+def image_key(path: str | os.PathLike[str]) -> str:
+    with open(path, "rb") as f:
+        return content_key(f.read())
 
 
 def person_images(folder: str | os.PathLike[str]) -> list[PersonImage]:
@@ -111,19 +129,54 @@ def enrol(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Enrolled:
     """Embed each image's largest face and add them all to the gallery in one call; an image
-    that gives no face goes to `on_skip` and the rest go on. Nothing is saved here."""
+    that gives no face goes to `on_skip` and the rest go on; an image whose content the gallery
+    (or an earlier image of this call) already holds is counted as `already`, under whichever
+    name it was filed. Nothing is saved here."""
     names: list[str] = []
     found: list[FaceEmbedding] = []
-    skipped = 0
+    keys: set[str] = set()
+    skipped = already = 0
     for image in images:
         try:
-            found.append(embed_largest_face(analyzer, image.path, max_pixels))
+            # Known content is recognised before the costly embedding; a file that cannot be read
+            # gets its reason from the image loader below.
+            if _known(image.path, keys, gallery):
+                already += 1
+                continue
+            face = embed_largest_face(analyzer, image.path, max_pixels)
         except EnrolmentError as error:
             skipped += 1
             on_skip(error)
             continue
+        keys.add(face.key)
+        found.append(face)
         names.append(image.name)
     if found:
-        vectors = np.stack([f.vector for f in found])
-        gallery.add_many(names, vectors, [f.source for f in found])
-    return Enrolled(len(found), len(set(names)), skipped)
+        gallery.add_many(names, np.stack([f.vector for f in found]), [f.source for f in found],
+                         keys=[f.key for f in found], thumbnails=[f.thumbnail for f in found])
+    return Enrolled(len(found), len(set(names)), skipped, already)
+
+
+def _known(path: str, keys: set[str], gallery: GalleryIndex) -> bool:
+    try:
+        key = image_key(path)
+    except OSError:
+        return False
+    return key in keys or gallery.holder(key) is not None
+
+
+def sample_gallery(directory: Path, threads: int = 1) -> bool:
+    """Build the bundled gallery in `directory` unless one is there; True when it was built."""
+    if (directory / MANIFEST).exists():
+        return False
+    analyzer = FaceAnalyzer(ModelRegistry(), tasks=("identity",), threads=threads)
+    gallery = GalleryIndex(gallery_config(analyzer))
+
+    def bundled_image_failed(error: EnrolmentError) -> None:
+        raise error
+
+    enrol(gallery, analyzer, person_images(SAMPLE_PEOPLE), bundled_image_failed)
+    for name in SAMPLE_WATCH:
+        gallery.set_watch(name, True)
+    gallery.save(directory)
+    return True

@@ -111,3 +111,28 @@ def test_identity_window_forgets_old_matches():
         track.add_identity("obama", 0.5)
     assert track.snapshot().identity == "obama"
     assert track.snapshot().observations.identity == 6
+
+
+def test_lookalike_vote_keeps_one_face_against_a_flicker():
+    from core.messages import IdentityMatch
+
+    track = fusion(identity_window=7)
+    assert track.snapshot().lookalike is None
+    first = [np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 9, np.uint8)]
+    second = np.ones((64, 64, 3), np.uint8)
+    for i, (name, d) in enumerate([("bob", 0.62), ("cy", 0.60), ("bob", 0.64), ("bob", 0.66), ("cy", 0.59)]):
+        track.add_nearest(IdentityMatch(name, d, lookalike=True, similarity=1 - d / 1.4,
+                                        thumbnail=first[i % 2] if name == "bob" else second))
+        track.add_identity(None, d)
+    snap = track.snapshot()
+    # cy was nearer twice, bob nearest three times: the majority stays, with its mean distance
+    assert snap.identity is None
+    assert (snap.lookalike.name, snap.lookalike.lookalike) == ("bob", True)
+    assert snap.lookalike.distance == pytest.approx(0.64)
+    assert snap.lookalike.similarity == pytest.approx(1 - 0.64 / 1.4)
+    assert snap.lookalike.thumbnail is first[1]  # the latest of bob's faces
+    # a tie goes to the face nearer on average
+    tie = fusion()
+    for name, d in [("bob", 0.7), ("cy", 0.6)]:
+        tie.add_nearest(IdentityMatch(name, d, lookalike=True))
+    assert tie.snapshot().lookalike.name == "cy"

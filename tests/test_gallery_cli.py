@@ -189,3 +189,30 @@ def test_analyze_fills_identity_from_the_gallery(imported, tmp_path) -> None:
     damaged = tmp_path / "damaged"
     damaged.mkdir()
     assert analyze([images[0], "--gallery", str(damaged), "--out", str(out)]) == 2
+
+
+def test_importing_again_is_a_no_op_that_says_so(gallery_copy, capsys) -> None:
+    files = {p.name: p.read_bytes() for p in gallery_copy.iterdir()}
+    capsys.readouterr()
+    assert run(gallery_copy, "import", str(GALLERY)) == 0
+    out = capsys.readouterr().out
+    assert "nothing new: 9 image(s) already in the gallery" in out and "gallery unchanged" in out
+    assert {p.name: p.read_bytes() for p in gallery_copy.iterdir()} == files
+    # The same photo under another name is the same fact: refused, whoever it was filed under.
+    assert run(gallery_copy, "enrol", "barack", str(GALLERY / "obama" / "img1.jpg")) == 0
+    assert "already in the gallery" in capsys.readouterr().out
+    assert listed(gallery_copy) == {name: (n, False) for name, n in IMPORTED.items()}
+
+
+def test_list_writes_the_thumbnails_privately(imported, tmp_path, capsys) -> None:
+    folder = tmp_path / "thumbs"
+    capsys.readouterr()
+    assert run(imported, "list", "--thumbnails", str(folder)) == 0
+    assert "9 thumbnail(s) written" in capsys.readouterr().out
+    written = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+    assert written == sorted(f"{name}/{i}.png" for name, n in IMPORTED.items() for i in range(1, n + 1))
+    stored = GalleryIndex.load(imported).export()
+    for path in folder.rglob("*.png"):
+        assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+        row = [i for i, name in enumerate(stored.names) if name == path.parent.name][int(path.stem) - 1]
+        assert np.array_equal(cv2.imread(str(path))[:, :, ::-1], stored.thumbnails[row])

@@ -89,7 +89,10 @@ def test_distance_scale_applies_to_distances_and_threshold() -> None:
         g.add("ada", ada[None], ["a"])
         assert g.nearest(probe).distances[0, 0] == pytest.approx(0.63, abs=1e-4)
         assert g.search(probe) == [expected]
-        assert g.closest(probe) == [ada_at_063]
+        # The nearest face beyond the threshold is still given, as a look-alike only.
+        [closest] = g.closest(probe)
+        assert closest == IdentityMatch("ada", pytest.approx(0.63, abs=1e-4), lookalike=expected is None)
+        assert closest.similarity == pytest.approx(1 - 0.63 / 1.4, abs=1e-4)
     with pytest.raises(ValueError, match="distance_scale"):
         GalleryConfig(distance_scale=0.0)
 
@@ -280,3 +283,124 @@ def test_add_many_mixes_new_and_known_people(tmp_path) -> None:
     loaded = GalleryIndex.load(tmp_path)
     assert loaded.search(vecs[2:])[0].name == "eve"
     assert loaded.entry(len(loaded) - 1).enrolled == 5.0
+
+
+def thumbs(n: int, seed: int = 8) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    side = gallery_mod.THUMBNAIL_SIZE
+    return [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_keys_keep_each_embedding_once() -> None:
+    g, centres = three_people()
+    key = gallery_mod.content_key(b"the same photo")
+    g.add("dee", centres["ada"][None], ["d.jpg"], keys=[key])
+    assert g.holder(key) == "dee" and g.holder(gallery_mod.content_key(b"other")) is None
+    with pytest.raises(ValueError, match="already in the gallery"):
+        g.add("ed", centres["bob"][None], ["e.jpg"], keys=[key])
+    # Without keys, a row is keyed by its embedding: the same vector twice is the same fact.
+    with pytest.raises(ValueError, match="already in the gallery"):
+        g.add("ed", g._index.reconstruct(0)[None], ["again.jpg"])
+    assert len(g) == 10 and "ed" not in g
+
+
+def test_thumbnails_persist_private_and_checked(tmp_path) -> None:
+    g, centres = three_people()
+    pictures = thumbs(2)
+    keys = [gallery_mod.content_key(bytes([i])) for i in range(2)]
+    rng = np.random.default_rng(9)
+    g.add("dee", near(rng, centres["cy"], 2, 0.9), ["d1.jpg", "d2.jpg"], keys=keys, thumbnails=pictures)
+    g.save(tmp_path)
+    names = sorted(n for n in os.listdir(tmp_path) if n.startswith("thumb-"))
+    assert names == sorted(f"thumb-{g._thumb_sha[k]}.png" for k in keys)
+    assert all(stat.S_IMODE(os.stat(tmp_path / n).st_mode) == 0o600 for n in names)
+    loaded = GalleryIndex.load(tmp_path)
+    assert all(np.array_equal(t, p) for t, p in zip(loaded.export().thumbnails[9:], pictures))
+    assert loaded.export().thumbnails[:9] == (None,) * 9
+    # The nearest face carries its row's thumbnail, also beyond the threshold.
+    [match] = loaded.closest(loaded._index.reconstruct(9)[None])
+    assert match.name == "dee" and np.array_equal(match.thumbnail, pictures[0])
+    # Saving again writes no thumbnail anew; removing the person deletes theirs at the next save.
+    before = {n: os.stat(tmp_path / n).st_mtime_ns for n in names}
+    loaded.save(tmp_path)
+    assert {n: os.stat(tmp_path / n).st_mtime_ns for n in names} == before
+    loaded.remove("dee")
+    loaded.save(tmp_path)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("thumb-")]
+    # A damaged thumbnail is an error, never a wrong picture.
+    g.save(tmp_path)
+    path = tmp_path / names[0]
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(GalleryError, match=rf"{path.name}: corrupt"):
+        GalleryIndex.load(tmp_path)
+
+
+def test_meta_written_before_keys_still_loads(tmp_path, monkeypatch) -> None:
+    g, centres = three_people()
+    real = GalleryIndex._meta_document
+
+    def without_keys(self):
+        doc = real(self)
+        del doc["rows"]["key"], doc["rows"]["thumb"]
+        return doc
+
+    monkeypatch.setattr(GalleryIndex, "_meta_document", without_keys)
+    g.save(tmp_path)
+    monkeypatch.undo()
+    loaded = GalleryIndex.load(tmp_path)
+    assert [m.name for m in loaded.search(np.stack(list(centres.values())))] == ["ada", "bob", "cy"]
+    assert loaded._row_key == g._row_key  # keyed by their embeddings, as when they were added
+
+
+def test_append_writes_only_the_new_rows(tmp_path) -> None:
+    g, centres = three_people()
+    g.save(tmp_path)
+    data = {n: (tmp_path / n).read_bytes() for n in os.listdir(tmp_path)}
+    rng = np.random.default_rng(10)
+    for i in range(3):
+        g.add(f"unknown-{i + 1}", unit(rng, 2), ["cam#track=1"] * 2, enrolled=50.0 + i)
+        g.append(tmp_path)
+    # The generation's files are untouched; the rows went to its journal, private like the rest.
+    assert {n: (tmp_path / n).read_bytes() for n in data} == data
+    journal = tmp_path / "journal-000001.msgpack"
+    assert sorted(os.listdir(tmp_path)) == sorted([*data, journal.name])
+    assert stat.S_IMODE(os.stat(journal).st_mode) == 0o600
+    loaded = GalleryIndex.load(tmp_path)
+    assert loaded.names() == g.names() and len(loaded) == 15
+    assert np.array_equal(loaded._stored_vectors(), g._stored_vectors())
+    assert loaded._row_key == g._row_key and loaded.entry(14).enrolled == 52.0
+    # A record cut short by a crash was never acknowledged: it is ignored, then written over.
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + whole[: len(whole) // 5])
+    torn = GalleryIndex.load(tmp_path)
+    assert len(torn) == 15
+    torn.add("unknown-4", unit(rng, 1), ["cam#track=9"])
+    torn.append(tmp_path)
+    assert GalleryIndex.load(tmp_path).names()[-1] == "unknown-4"
+    # A complete record that does not match its checksum is damage.
+    damaged = bytearray(journal.read_bytes())
+    damaged[40] ^= 0xFF
+    journal.write_bytes(bytes(damaged))
+    with pytest.raises(GalleryError, match=journal.name):
+        GalleryIndex.load(tmp_path)
+
+
+def test_append_folds_into_a_save_when_the_journal_cannot_say_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(gallery_mod, "JOURNAL_ROWS", 4)
+    g, _ = three_people()
+    g.append(tmp_path)  # nothing there yet: a full save
+    assert sorted(os.listdir(tmp_path)) == sorted([MANIFEST, "index-000001.faiss", "meta-000001.msgpack"])
+    rng = np.random.default_rng(11)
+    g.add("a", unit(rng, 3), ["x"] * 3)
+    g.append(tmp_path)
+    assert "journal-000001.msgpack" in os.listdir(tmp_path)
+    g.add("b", unit(rng, 2), ["y"] * 2)  # the journal would hold 5 rows: a save instead
+    g.append(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == sorted([MANIFEST, "index-000002.faiss", "meta-000002.msgpack"])
+    g.set_watch("a", True)  # a journal records rows only
+    g.add("c", unit(rng, 1), ["z"])
+    g.append(tmp_path)
+    loaded = GalleryIndex.load(tmp_path)
+    assert loaded.is_watched("a") and len(loaded) == 15 and "journal-000003.msgpack" not in os.listdir(tmp_path)

@@ -217,3 +217,58 @@ def test_finish_ends_every_track_with_its_fused_attributes():
     assert ends[second]["age"] is ends[second]["gender"] is ends[second]["expression"] is None
     assert msgpack.unpackb(msgpack.packb(list(ends.values()))) == list(ends.values())
     assert tracker.finish(work.t_capture) == []
+
+
+# ---- look-alikes: the nearest gallery face beyond the threshold
+
+
+def nearest(track_id: int, name: str, distance: float, *, lookalike: bool, watched: bool = False,
+            thumbnail: np.ndarray | None = None) -> Recognised:
+    embedding = np.zeros((1, 128), np.float32)
+    embedding[0, 1] = 1.0
+    match = IdentityMatch(name, distance, watched=watched, lookalike=lookalike,
+                          similarity=1 - distance / 1.4, thumbnail=thumbnail)
+    return Recognised("identity", (track_id,), embeddings=embedding, matches=(match,))
+
+
+def test_a_lookalike_is_shown_but_never_named_alarmed_or_counted_as_matched():
+    tracker = StreamTracker("cam", AGE_BINS, GENDERS, EXPRESSIONS, enrol_after=2, names_faces=True)
+    work = confirmed(tracker)
+    track_id = work.track_ids[0]
+    picture = np.full((64, 64, 3), 77, np.uint8)
+    # Even a result wrongly flagged as watched raises nothing while it is only a look-alike.
+    for _ in range(2):
+        tracker.fuse(nearest(track_id, "obama", 0.62, lookalike=True, watched=True, thumbnail=picture), work.t)
+    output = tracker.output(work)
+    [face] = output.event["faces"]
+    assert face["identity"] is None
+    assert face["lookalike"] == {"name": "obama", "distance": 0.62, "similarity": 0.56}
+    assert output.extra_events == () and output.banner is None
+    [label] = output.labels
+    assert label.lines == (f"#{track_id}",)
+    assert label.thumbnail is picture and label.thumbnail_caption == "looks like obama 56 %"
+    # Nobody matched it: it is enrolled like any stranger.
+    [request] = tracker.enrol_requests()
+    assert request.track_id == track_id and len(request.vectors) == 2
+    [end] = tracker.finish(1.0)
+    assert end["identity"] is None and end["lookalike"]["name"] == "obama"
+
+
+def test_a_named_track_resembles_its_own_gallery_face():
+    tracker = stream()
+    work = confirmed(tracker)
+    track_id = work.track_ids[0]
+    tracker.fuse(nearest(track_id, "ada", 0.3, lookalike=False))
+    tracker.fuse(nearest(track_id, "bob", 0.58, lookalike=True))
+    tracker.fuse(nearest(track_id, "ada", 0.35, lookalike=False))
+    [face] = tracker.output(work).event["faces"]
+    assert face["identity"]["name"] == face["lookalike"]["name"] == "ada"
+    [label] = tracker.output(work).labels
+    assert label.thumbnail is None and label.thumbnail_caption == "ada 77 %"
+
+
+def test_an_unconfirmed_face_gets_no_thumbnail():
+    tracker = stream()
+    [work] = feed(tracker, [0], FACE)
+    [label] = tracker.output(work).labels
+    assert label.thumbnail is None and label.thumbnail_caption == ""
