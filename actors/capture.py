@@ -44,7 +44,10 @@ class CaptureActor:
                 break
             if item.image is None:
                 errors.append(item.error)
-                ray.get(self.scheduler.drop_uncaptured.remote(self.stream, seq, "decode_error"))
+                # every frame the source lost counts, not one per report
+                ray.get([self.scheduler.drop_uncaptured.remote(self.stream, seq + k, "decode_error")
+                         for k in range(item.frames)])
+                seq += item.frames - 1
             else:
                 now = time.time()
                 t_stream = seq / self.source.fps if self.source.is_file else now

@@ -15,10 +15,12 @@ from core.media import MediaError, VideoFrames, is_video, iter_image_files, load
 
 @dataclass(frozen=True, slots=True)
 class SourceItem:
-    """A frame, or the reason one could not be had (then `image` is None)."""
+    """A frame, or the reason one could not be had (then `image` is None, and `frames` says how
+    many of the source's frames that reason covers)."""
 
     image: np.ndarray | None
     error: str | None = None
+    frames: int = 1
 
 
 def stream_name(source: str, index: int) -> str:
@@ -45,7 +47,8 @@ class VideoFileSource(FrameSource):
                 for _, _, image in frames:
                     yield SourceItem(image)
                 if frames.decode_errors:
-                    yield SourceItem(None, f"{self.path}: video ends early, {frames.decode_errors} frame(s) undecodable")
+                    yield SourceItem(None, f"{self.path}: video ends early, {frames.decode_errors} frame(s) undecodable",
+                                     frames.decode_errors)
             if not self.loop:
                 return
 

@@ -93,6 +93,21 @@ def test_live_carries_tracked_boxes_over_frames_it_cannot_detect(local_ray, tmp_
     assert sum(hits) >= 0.8 * len(hits), f"{sum(hits)} of {len(hits)} predicted boxes on a true face"
 
 
+def test_a_truncated_video_counts_every_frame_it_lost(local_ray, tmp_path):
+    from core.media import VideoFrames
+    from tests.test_media import mp4_faststart
+
+    data = mp4_faststart((VIDEO / "crossing_faces.mp4").read_bytes())
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 4])
+    probe = VideoFrames(cut)
+    decoded = len(list(probe))
+    assert probe.frame_count == 300 and 0 < decoded < 200
+    result = run(PipelineConfig(sources=(str(cut),), mode="lossless"), tmp_path / "out")
+    s = result.summary
+    assert (s.captured, s.processed, s.dropped) == (300, decoded, {"decode_error": 300 - decoded})
+
+
 def test_two_streams_at_once(local_ray, tmp_path):
     clip = cut_clip(tmp_path / "clip.mp4", 30)
     config = PipelineConfig(sources=(str(clip), str(clip)), mode="lossless")
