@@ -76,3 +76,49 @@ def test_a_pool_of_zero_is_never_asked(local_ray, tmp_path):
     s = pipeline.run().summary
     assert (s.processed, s.dropped) == (20, {})
     assert "identity" not in s.stages
+
+
+def test_a_pool_actor_that_never_gets_ready_is_killed_not_given_work(local_ray):
+    """Start-up past its deadline: a clear error, and the actor is neither registered nor left."""
+    import asyncio
+
+    import ray
+
+    from core.config import ConfigError
+    from schedulers.policy import SchedulingPolicy
+    from schedulers.pools import PoolManager
+
+    @ray.remote(num_cpus=0)
+    class NeverReady:
+        def __init__(self, marker):
+            import time as t
+
+            t.sleep(3600)
+
+    handles = []
+
+    def factory(spec, config, name):
+        handles.append(NeverReady.options(name=f"never-{name}").remote(name))
+        return handles[-1]
+
+    config = PipelineConfig(pools=(PoolSpec("identity", count=1, num_cpus=0, priority=10),))
+    policy = SchedulingPolicy({"identity": 10})
+    pools = PoolManager(config, policy, factory)
+    with pytest.raises(ConfigError, match="identity-1 not running after 2 s"):
+        asyncio.run(pools._start([config.pool("identity")], 2.0))
+    assert policy.workers == {}
+    with pytest.raises(ray.exceptions.RayActorError):  # killed: a call fails instead of waiting for ever
+        ray.get(handles[0].__ray_ready__.remote(), timeout=60)
+
+
+def test_an_unwritable_video_ends_the_run_with_an_error_naming_it(local_ray, tmp_path):
+    from actors.pipeline import Pipeline
+    from core.media import MediaError
+
+    clip = cut_clip(tmp_path / "clip.mp4", 10, start=40)
+    out = tmp_path / "out"
+    (out / "annotated.mp4").mkdir(parents=True)  # a folder where the video should go
+    pipeline = Pipeline(PipelineConfig(sources=(clip,), mode="lossless"), out)
+    pipeline.start()
+    with pytest.raises(MediaError, match="annotated.mp4: cannot write video"):
+        pipeline.run()
