@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.facelive-installed
 MODELS_OK := $(VENV)/.facelive-models
 
-.PHONY: setup models demo test bench clean
+.PHONY: setup models demo test bench metrics browser clean
 
 setup: $(INSTALLED) $(MODELS_OK)
 
@@ -27,8 +27,19 @@ models: $(INSTALLED)
 demo: setup
 	$(PY) launch/demo.py
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
+
+# The browser test drives Debian's chromium at /usr/bin/chromium. Installed here when it is missing
+# and we may (root, or sudo without a password); otherwise stop before any test runs, saying how.
+browser:
+	@[ -x /usr/bin/chromium ] || { \
+	  if [ "$$(id -u)" = 0 ]; then as=; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then as="sudo -n"; \
+	  else echo "make test needs Debian's chromium; install it with:  sudo apt-get install -y chromium" >&2; exit 1; fi; \
+	  echo "installing Debian's chromium for the browser test" >&2; \
+	  $$as apt-get update -qq && \
+	  $$as env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 bench: setup
 	$(PY) launch/bench.py --out BENCHMARKS.md
