@@ -62,7 +62,7 @@ def test_demo_runs_from_outside_the_repository_against_ray_start(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_port(port, head, 120)
-        clip = cut_clip(tmp_path / "clip.mp4", 12)
+        clip = cut_clip(tmp_path / "clip.mp4", 12, start=100)  # faces enter from frame 52
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
         run = subprocess.run([sys.executable, str(ROOT / "launch" / "demo.py"), "--source", clip, "--out", "out"],
