@@ -78,3 +78,26 @@ def test_demo_runs_from_outside_the_repository_against_ray_start(tmp_path):
             assert noise not in console, console[-4000:]
     finally:
         stop_head(head, temp_dir)
+
+
+def test_workers_get_the_code_and_quiet_tensorflow_unless_verbose():
+    from actors.cluster import PACKAGES, runtime_env
+
+    quiet, verbose = runtime_env(), runtime_env(verbose=True)
+    assert quiet["py_modules"] == verbose["py_modules"] == [str(ROOT / name) for name in PACKAGES]
+    assert all((Path(p) / "__init__.py").exists() for p in quiet["py_modules"])
+    assert quiet["worker_process_setup_hook"] == "actors.cluster.quiet_tensorflow_import"
+    assert "worker_process_setup_hook" not in verbose and "TF_CPP_MIN_LOG_LEVEL" not in verbose["env_vars"]
+
+
+@pytest.mark.parametrize("hook, shown", [(True, False), (False, True)])
+def test_the_setup_hook_mutes_tensorflows_import_only(hook, shown):
+    code = ("import sys\n"
+            + ("from actors.cluster import quiet_tensorflow_import\nquiet_tensorflow_import()\n" if hook else "")
+            + "import tensorflow as tf\n"
+            "print('after import', file=sys.stderr)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert ("oneDNN custom operations" in run.stderr) == shown
+    assert "after import" in run.stderr  # what comes after the import still reaches stderr
