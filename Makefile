@@ -27,7 +27,7 @@ models: $(INSTALLED)
 demo: setup
 	$(PY) launch/demo.py
 
-test: setup browser
+test: browser setup
 	$(PY) -m pytest
 
 # $(call debian,PACKAGE): install Debian's PACKAGE (its command is /usr/bin/PACKAGE) when it is
