@@ -248,12 +248,6 @@ def attribute_counts(attributes: Sequence[FaceAttributes]) -> dict[str, Counter]
     return counts
 
 
-def cluster_attribute_counts(clustering: Clustering,
-                             attributes: Sequence[FaceAttributes]) -> dict[int, dict[str, Counter]]:
-    return {c: attribute_counts([attributes[i] for i in clustering.members(c)])
-            for c in range(clustering.n_clusters)}
-
-
 def mean_face(gray_crops: np.ndarray) -> np.ndarray:
     """(H, W) float mean of (N, H, W) aligned gray crops."""
     if len(gray_crops) == 0:
