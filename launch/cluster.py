@@ -496,6 +496,8 @@ def main(argv=None) -> int:
                 raise InputError("--video goes with an event log, not an analyze folder")
             faces = faces_from_analyze(args.input)
         elif args.input.is_file() and args.input.suffix == ".npz":
+            if args.truth:
+                raise InputError("--truth names the faces of images and videos; an .npz carries its own `names`")
             faces, x = faces_from_npz(args.input)
         elif args.input.is_file():
             if args.video is None:

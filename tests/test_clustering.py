@@ -262,3 +262,5 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     np.savez(bad, vectors=np.ones((4, 3)))
     code, _, err = run_cluster([bad, "--out", tmp_path / "r"], capsys)
     assert code == 2 and "`embeddings`" in err
+    code, _, err = run_cluster([bad, "--truth", tmp_path / "t.json", "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "carries its own `names`" in err
