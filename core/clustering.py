@@ -1,10 +1,12 @@
-"""Clustering the faces seen (after Anzalone et al.): identity embeddings, optionally with the
-faces' attributes, grouped by k-means (faiss) and by DBSCAN, with k or eps chosen by silhouette
-score; and the summaries a cluster report shows: attribute occurrence counts, the mean face and
-the first principal components ("eigenfaces") of the members' aligned crops.
+"""Clustering the faces seen (after Anzalone et al.): who is who, by a distance threshold on the
+identity model's own scale (the one the gallery trusts); and, as an option for attribute
+summaries, k-means on the embeddings with the faces' attributes, k chosen by silhouette score.
+Also the summaries a cluster report shows: attribute occurrence counts, the mean face and the
+first principal components ("eigenfaces") of the members' aligned crops, and scores against
+known names (purity, adjusted Rand index).
 
-Plain numpy/scipy/faiss, no Ray. Distances are Euclidean in feature space: on L2-normalised
-embeddings that is monotone with cosine distance, and faiss' k-means minimises the same metric."""
+scikit-learn and faiss, no Ray. Memory stays linear in the number of faces: exact agglomerative
+clustering holds an N x N distance matrix, so above `EXACT_LIMIT` faces it runs on samples."""
 from __future__ import annotations
 
 from collections import Counter
@@ -13,10 +15,8 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial.distance import cdist
-
-NOISE = -1
+from sklearn.cluster import AgglomerativeClustering
+from sklearn.metrics import adjusted_rand_score, completeness_score, pairwise_distances_argmin_min, silhouette_score
 
 # (lower bound, label); the last band is open-ended
 AGE_BANDS = ((0, "0-12"), (13, "13-19"), (20, "20-29"), (30, "30-39"), (40, "40-49"), (50, "50-59"), (60, "60+"))
@@ -37,24 +37,20 @@ class FaceAttributes:
 
 @dataclass(frozen=True, slots=True)
 class Clustering:
-    """One clustering of N faces. `labels` (N,) int: 0 is the largest cluster, NOISE (-1) marks
-    faces DBSCAN left out. `param` is the chosen k (k-means) or eps (DBSCAN); `tried` every
-    candidate with its silhouette (None where it gave fewer than two clusters)."""
+    """One clustering of N faces. `labels` (N,) int, every face in a cluster, 0 the largest.
+    `param` is the chosen k (k-means) or the distance threshold (identity); `tried` every
+    candidate k with its silhouette (None where undefined)."""
 
     method: str
     labels: np.ndarray
     param_name: str
     param: float
-    silhouette: float
+    silhouette: float | None
     tried: tuple[tuple[float, float | None], ...]
 
     @property
     def n_clusters(self) -> int:
-        return int(self.labels.max()) + 1 if (self.labels >= 0).any() else 0
-
-    @property
-    def n_noise(self) -> int:
-        return int((self.labels == NOISE).sum())
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
 
     def members(self, cluster: int) -> np.ndarray:
         return np.flatnonzero(self.labels == cluster)
@@ -89,42 +85,33 @@ def face_features(embeddings: np.ndarray, attributes: Sequence[FaceAttributes] |
     return np.ascontiguousarray(np.hstack([x, extra]), np.float32)
 
 
-def pairwise_distances(x: np.ndarray) -> np.ndarray:
-    return cdist(x, x).astype(np.float32)
+# Exact agglomerative clustering holds a condensed N x N float64 distance matrix: 4,000 faces take
+# 64 MB. Above that, it clusters a random sample of this many faces at a time (see `identity`).
+EXACT_LIMIT = 4000
+# The silhouette's cost is quadratic in the faces it scores: above this many, a random sample.
+SILHOUETTE_SAMPLE = 2000
 
 
-def silhouette(distances: np.ndarray, labels: np.ndarray) -> float | None:
-    """Mean silhouette over all faces, from the (N, N) distance matrix; None when fewer than two
-    clusters. Noise faces count as singletons and so score 0 (the usual convention for a cluster
-    of one): an eps that leaves most faces out cannot win on a few tight clusters, and noise
-    is not a cluster other faces are compared with."""
+def silhouette(x: np.ndarray, labels: np.ndarray, seed: int = 0) -> float | None:
+    """Mean silhouette (Euclidean; singletons score 0), on a random sample of SILHOUETTE_SAMPLE
+    faces when there are more. None where it is undefined: one cluster, or every face alone."""
     labels = np.asarray(labels)
-    clustered = labels >= 0
-    ids, compact = np.unique(labels[clustered], return_inverse=True)
-    if len(ids) < 2:
+    if not 2 <= len(np.unique(labels)) < len(labels):
         return None
-    d = distances[np.ix_(clustered, clustered)].astype(np.float64)
-    counts = np.bincount(compact)
-    onehot = np.zeros((len(compact), len(ids)))
-    onehot[np.arange(len(compact)), compact] = 1.0
-    sums = d @ onehot
-    own = counts[compact]
-    a = sums[np.arange(len(compact)), compact] / np.maximum(own - 1, 1)
-    means = sums / counts
-    means[np.arange(len(compact)), compact] = np.inf
-    b = means.min(1)
-    s = np.where(own > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-12), 0.0)
-    return float(s.sum() / len(labels))
+    sample = SILHOUETTE_SAMPLE if len(labels) > SILHOUETTE_SAMPLE else None
+    try:
+        return float(silhouette_score(x, labels, sample_size=sample, random_state=seed))
+    except ValueError:
+        # the sample drew a single cluster (one person dominates the set)
+        return None
 
 
 def _by_size(labels: np.ndarray) -> np.ndarray:
-    """Relabel so that cluster 0 is the largest (ties by first member), noise kept at -1."""
-    out = np.full(len(labels), NOISE, np.int64)
-    ids = [c for c in np.unique(labels) if c >= 0]
-    ranked = sorted(ids, key=lambda c: (-int((labels == c).sum()), int(np.argmax(labels == c))))
-    for new, old in enumerate(ranked):
-        out[labels == old] = new
-    return out
+    """Relabel so that cluster 0 is the largest (ties by first member)."""
+    ids, first, inverse, counts = np.unique(labels, return_index=True, return_inverse=True, return_counts=True)
+    rank = np.empty(len(ids), np.int64)
+    rank[np.lexsort((first, -counts))] = np.arange(len(ids))
+    return rank[inverse.ravel()]
 
 
 def kmeans_labels(x: np.ndarray, k: int, seed: int = 0, niter: int = 25, nredo: int = 10) -> np.ndarray:
@@ -145,18 +132,18 @@ def kmeans_labels(x: np.ndarray, k: int, seed: int = 0, niter: int = 25, nredo: 
     return _by_size(nearest[:, 0].astype(np.int64))
 
 
-def kmeans(x: np.ndarray, k_range: Sequence[int] = range(2, 11), seed: int = 0,
-           distances: np.ndarray | None = None) -> Clustering:
-    """faiss k-means for each k in `k_range` (those below N only); the k with the best silhouette wins."""
+def kmeans(x: np.ndarray, k_range: Sequence[int] = range(2, 11), seed: int = 0) -> Clustering:
+    """faiss k-means for each k in `k_range` (those below N only); the k with the best silhouette
+    wins. For summaries of attributes (with `face_features(..., attribute_weight)`): k-means
+    cuts the faces into k groups whether or not they are k people."""
     n = len(x)
     ks = [k for k in k_range if 2 <= k < n]
     if not ks:
         raise ValueError(f"k-means needs more faces than clusters: {n} face(s), k in {list(k_range)}")
-    d = pairwise_distances(x) if distances is None else distances
     best, tried = None, []
     for k in ks:
         labels = kmeans_labels(x, k, seed)
-        score = silhouette(d, labels)
+        score = silhouette(x, labels, seed)
         tried.append((float(k), score))
         if score is not None and (best is None or score > best[1]):
             best = (k, score, labels)
@@ -166,57 +153,75 @@ def kmeans(x: np.ndarray, k_range: Sequence[int] = range(2, 11), seed: int = 0,
     return Clustering("kmeans", labels, "k", float(k), score, tuple(tried))
 
 
-def dbscan_labels(distances: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
-    """DBSCAN on a distance matrix. A core face has at least `min_samples` faces (itself included)
-    within `eps`; clusters are the connected groups of core faces; a border face joins its
-    nearest core face's cluster (deterministic, where the classic algorithm takes whichever core
-    face reached it first); the rest is NOISE."""
-    near = distances <= eps
-    core = near.sum(1) >= min_samples
-    labels = np.full(len(distances), NOISE, np.int64)
-    if not core.any():
-        return labels
-    core_ids = np.flatnonzero(core)
-    _, components = connected_components(near[np.ix_(core_ids, core_ids)], directed=False)
-    labels[core_ids] = components
-    border = np.flatnonzero(~core & near[:, core_ids].any(1))
-    if len(border):
-        to_core = np.where(near[np.ix_(border, core_ids)], distances[np.ix_(border, core_ids)], np.inf)
-        labels[border] = components[to_core.argmin(1)]
-    return _by_size(labels)
+def _agglomerate(x: np.ndarray, cut: float) -> np.ndarray:
+    if len(x) == 1:
+        return np.zeros(1, np.int64)
+    model = AgglomerativeClustering(n_clusters=None, distance_threshold=cut, linkage="average", metric="euclidean")
+    return model.fit_predict(x).astype(np.int64)
 
 
-def eps_candidates(distances: np.ndarray, min_samples: int, count: int = 24) -> np.ndarray:
-    """Quantiles (5 %..100 %) of each face's distance to its `min_samples`-th nearest face (itself
-    counted, as in the core test): the range of the classic k-distance plot, where the elbow
-    a person would read off lies."""
-    k = min(min_samples, len(distances)) - 1
-    kth = np.sort(distances, axis=1)[:, k]
-    return np.unique(np.quantile(kth, np.linspace(0.05, 1.0, count)))
+def identity(x: np.ndarray, threshold: float = 0.55, scale: float = 1.0, seed: int = 0,
+             exact_limit: int = EXACT_LIMIT) -> Clustering:
+    """People, by a distance threshold on the identity model's scale (`scale` times the distance
+    between the unit embeddings: 1.4 for dlib, where the gallery names a face at 0.55). Average
+    linkage: two groups join while their faces are closer than the threshold on average, so one
+    close pair of look-alikes does not chain two people (single linkage would), and a person seen
+    in many poses is not split by its farthest pair (complete linkage would).
+
+    Above `exact_limit` faces, in rounds: cluster a random sample of that many of the faces not yet
+    placed, then place every unplaced face whose nearest of those clusters' centroids lies within
+    the threshold. Memory stays O(exact_limit^2 + N), and a person missing from one sample is
+    found in a later round."""
+    x = np.ascontiguousarray(x, np.float32)
+    if len(x) < 2:
+        raise ValueError(f"clustering needs at least 2 faces, got {len(x)}")
+    if not threshold > 0 or not scale > 0:
+        raise ValueError(f"threshold and scale must be > 0, got {threshold} and {scale}")
+    cut = threshold / scale
+    rng = np.random.default_rng(seed)
+    labels = np.full(len(x), -1, np.int64)
+    unplaced, next_id = np.arange(len(x)), 0
+    while len(unplaced):
+        sample = unplaced if len(unplaced) <= exact_limit else np.sort(rng.choice(unplaced, exact_limit, replace=False))
+        found = _agglomerate(x[sample], cut)
+        labels[sample] = next_id + found
+        if len(sample) < len(unplaced):
+            centroids = np.zeros((found.max() + 1, x.shape[1]))
+            np.add.at(centroids, found, x[sample])
+            centroids /= np.bincount(found)[:, None]
+            rest = np.setdiff1d(unplaced, sample, assume_unique=True)
+            nearest, distance = pairwise_distances_argmin_min(x[rest], centroids)
+            near = distance <= cut
+            labels[rest[near]] = next_id + nearest[near]
+        next_id += int(found.max()) + 1
+        unplaced = np.flatnonzero(labels < 0)
+    labels = _by_size(labels)
+    return Clustering("identity", labels, "threshold", threshold, silhouette(x, labels, seed), ())
 
 
-def dbscan(x: np.ndarray, min_samples: int = 3, eps_values: Sequence[float] | None = None,
-           distances: np.ndarray | None = None) -> Clustering:
-    """DBSCAN for each eps candidate (default: `eps_candidates`); the eps with the best silhouette
-    wins. Noise faces get label NOISE."""
-    if len(x) < 3:
-        raise ValueError(f"DBSCAN needs at least 3 faces, got {len(x)}")
-    if min_samples < 1:
-        raise ValueError(f"min_samples must be at least 1, got {min_samples}")
-    d = pairwise_distances(x) if distances is None else distances
-    values = eps_candidates(d, min_samples) if eps_values is None else np.asarray(eps_values, float)
-    best, tried = None, []
-    for eps in values:
-        labels = dbscan_labels(d, float(eps), min_samples)
-        score = silhouette(d, labels)
-        tried.append((float(eps), score))
-        if score is not None and (best is None or score > best[1]):
-            best = (float(eps), score, labels)
-    if best is None:
-        raise ValueError(f"DBSCAN found no eps that gives two clusters (min_samples={min_samples}; "
-                         f"tried eps {', '.join(f'{e:.3f}' for e in values)})")
-    eps, score, labels = best
-    return Clustering("dbscan", labels, "eps", eps, score, tuple(tried))
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """How a clustering agrees with known names, over the faces that have one."""
+
+    faces: int
+    people: int
+    purity: float  # share of the faces whose cluster's most common name is theirs
+    completeness: float  # 1 when each person's faces all lie in one cluster
+    ari: float  # adjusted Rand index: 1 for the same partition, about 0 for a random one
+
+
+def agreement(labels: np.ndarray, names: Sequence[str | None]) -> Agreement | None:
+    """Scores against `names` (None where a face's name is unknown); None when no name is known."""
+    known = [i for i, name in enumerate(names) if name is not None]
+    if not known:
+        return None
+    predicted = np.asarray(labels)[known]
+    truth = [names[i] for i in known]
+    majority: dict[int, int] = {}
+    for (cluster, _), count in Counter(zip(predicted.tolist(), truth)).items():
+        majority[cluster] = max(majority.get(cluster, 0), count)
+    return Agreement(len(known), len(set(truth)), sum(majority.values()) / len(known),
+                     float(completeness_score(truth, predicted)), float(adjusted_rand_score(truth, predicted)))
 
 
 def age_band(age: float) -> str:
@@ -241,12 +246,6 @@ def attribute_counts(attributes: Sequence[FaceAttributes]) -> dict[str, Counter]
         if a.identity is not None:
             counts["identity"][a.identity] += 1
     return counts
-
-
-def cluster_attribute_counts(clustering: Clustering,
-                             attributes: Sequence[FaceAttributes]) -> dict[int, dict[str, Counter]]:
-    return {c: attribute_counts([attributes[i] for i in clustering.members(c)])
-            for c in range(clustering.n_clusters)}
 
 
 def mean_face(gray_crops: np.ndarray) -> np.ndarray:

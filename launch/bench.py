@@ -135,6 +135,10 @@ def main(argv=None) -> int:
     report = "\n\n".join(sections) + "\n"
     print(report)
     args.out.write_text(report)
+    from bench.charts import write_charts
+
+    for chart in write_charts(report, args.out.resolve().parent / "docs"):
+        print(f"chart: {chart}", file=sys.stderr)
     return 0
 
 

@@ -51,6 +51,8 @@ def parse_args(argv):
                    help="serve a live web view of the run with hot swap controls (default 127.0.0.1:8080)")
     p.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
                    help="with --view: keep the page up this long after the run ends")
+    p.add_argument("--verbose", action="store_true",
+                   help="show the libraries' start-up logs in every actor (TensorFlow's are hidden by default)")
     return p.parse_args(argv)
 
 
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
     from actors.cluster import connect
     from actors.pipeline import Pipeline
 
-    print(connect(args.address, args.num_cpus), file=sys.stderr)
+    print(connect(args.address, args.num_cpus, verbose=args.verbose), file=sys.stderr)
     view = None
     if args.view is not None:
         from actors.webview import ViewError, parse_address, start_view
