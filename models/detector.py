@@ -34,9 +34,9 @@ class _CenterFaceOnnx(OnnxRuntimeBackend):
 
 class FaceDetector:
     def __init__(self, path, backend: str = "onnxruntime", config: DetectorConfig = DetectorConfig(),
-                 threads: int = 1):
+                 threads: int = 1, device: str = "cpu"):
         self.config = config
-        self.net = (_CenterFaceOnnx if backend == "onnxruntime" else OpenCVBackend)(path, threads)
+        self.net = (_CenterFaceOnnx if backend == "onnxruntime" else OpenCVBackend)(path, threads, device)
 
     def input_size(self, width: int, height: int) -> tuple[int, int]:
         scale = min(1.0, self.config.max_side / max(width, height))
