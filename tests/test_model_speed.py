@@ -167,3 +167,14 @@ def test_cpu_only_backends_refuse_a_gpu(registry, name):
 
     with pytest.raises(DeviceError, match="no GPU build"):
         registry.load(name, device="gpu")
+
+
+def test_keras_asked_for_a_gpu_tensorflow_lacks_is_refused(registry):
+    import tensorflow as tf
+
+    from models.backends import DeviceError
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("TensorFlow sees a GPU here")
+    with pytest.raises(DeviceError, match="TensorFlow sees none"):
+        registry.load("fer-mini-xception", device="gpu")
