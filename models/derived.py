@@ -51,9 +51,8 @@ def detector_blobs(images) -> list[np.ndarray]:
     """Each image as the detector feeds it by default."""
     import cv2
 
-    sizer = FaceDetector.__new__(FaceDetector)
-    sizer.config = DetectorConfig()
-    return [cv2.dnn.blobFromImage(image, 1.0, sizer.input_size(image.shape[1], image.shape[0]), (0, 0, 0),
+    config = DetectorConfig()
+    return [cv2.dnn.blobFromImage(image, 1.0, config.input_size(image.shape[1], image.shape[0]), (0, 0, 0),
                                   swapRB=False, crop=False) for image in images]
 
 
