@@ -27,7 +27,8 @@ def main(argv=None) -> int:
     entries = list(registry.entries.values())
     if args.command == "list":
         for e in entries:
-            print(f"{e.name:20} {e.task:11} {e.backend:12} {e.file}  ({e.package or e.source})")
+            origin = f"{e.recipe} of {e.made_from}" if e.made_from else e.package or e.source
+            print(f"{e.name:26} {e.task:11} {e.backend:12} {e.file}  ({origin})")
         return 0
     try:
         if args.command == "fetch":
