@@ -9,6 +9,9 @@ import numpy as np
 from core.media import VideoFrames
 from models.align import cut_crops
 from models.analyzer import FaceAnalyzer
+from models.detector import FaceDetector
+from models.files import model_path
+from models.registry import ModelRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,7 @@ def model_costs(video: str, analyzer: FaceAnalyzer, frames: int = 40) -> list[Mo
         ModelCost("landmarks", stage.refiner.path.name, "face", 1000 * refine / n_faces),
         ModelCost("alignment (all chips)", "-", "face", 1000 * align / n_faces),
     ]
+    costs += variant_costs(analyzer.registry, images, crops)
     for task, recogniser in analyzer.recognisers.items():
         key = recogniser.crop.key
         recogniser(crops[0].chips[key][:1])  # warm-up (graph tracing, session build)
@@ -59,6 +63,56 @@ def model_costs(video: str, analyzer: FaceAnalyzer, frames: int = 40) -> list[Mo
         costs.append(ModelCost(task, recogniser.entry.name, "face", 1000 * batched / n_faces,
                                1000 * single / len(chips)))
     return costs
+
+
+# detection and expression models whose cost the table compares side by side, whichever is the default
+DETECTION_VARIANTS = ("centerface", "centerface-int8")
+EXPRESSION_VARIANTS = ("fer-mini-xception", "fer-mini-xception-tflite")
+
+
+def centerface_as_shipped(path, threads: int = 1) -> FaceDetector:
+    """CenterFace with its weights still listed as graph inputs, as the file ships: what ONNX Runtime
+    ran before facelive dropped them (it then folds nothing), for before/after figures and checks."""
+    import onnx
+    import onnxruntime as ort
+    from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+    model = onnx.load(str(path))
+    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.input}
+    model = update_inputs_outputs_dims(
+        model, dims | {"input.1": ["B", 3, "H", "W"]},
+        {"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"], "540": ["B", 10, "h", "w"]})
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    detector = FaceDetector(path, threads=threads)
+    detector.net._session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return detector
+
+
+def variant_costs(registry: ModelRegistry, images, crops, threads: int = 1) -> list[ModelCost]:
+    """Each variant timed on the same frames and faces, interleaved call by call, so a busy machine
+    slows them alike and their ratios hold."""
+    detectors = {"centerface (as shipped)": centerface_as_shipped(model_path(registry.get("centerface")), threads)}
+    detectors |= {n: registry.load(n, threads) for n in DETECTION_VARIANTS if n in registry.entries}
+    experts = {n: registry.load(n, threads) for n in EXPRESSION_VARIANTS if n in registry.entries}
+    spent = dict.fromkeys([*detectors, *experts], 0.0)
+    for image in images[:1]:  # first calls build sessions and trace graphs
+        for d in detectors.values():
+            d.detect(image)
+    for image in images:
+        for name, d in detectors.items():
+            spent[name] += _timed(d.detect, image)
+    key = next(iter(experts.values())).crop.key
+    chips = [c.chips[key] for c in crops if len(c)]
+    for e in experts.values():
+        e(chips[0])
+    for batch in chips:
+        for name, e in experts.items():
+            spent[name] += _timed(e, batch)
+    n_faces = sum(len(b) for b in chips)
+    return ([ModelCost("detection variant", n, "frame", 1000 * spent[n] / len(images)) for n in detectors]
+            + [ModelCost("expression variant", n, "face", 1000 * spent[n] / n_faces) for n in experts])
 
 
 def format_costs(costs: list[ModelCost]) -> str:

