@@ -31,6 +31,7 @@ from core import clustering  # noqa: E402
 from core.clustering import NOISE, Clustering, FaceAttributes  # noqa: E402
 from core.events import EventFormatError, read_events  # noqa: E402
 from core.media import MediaError, VideoFrames, load_image  # noqa: E402
+from core.private import private_dir, write_private  # noqa: E402
 from core.records import IMAGE_SCHEMA  # noqa: E402
 from core.tracking import UNCONFIRMED  # noqa: E402
 from models.align import align_face  # noqa: E402
@@ -236,9 +237,10 @@ def _png(path: Path, gray_or_rgb: np.ndarray) -> str:
     image = np.asarray(gray_or_rgb)
     if image.ndim == 3:
         image = image[:, :, ::-1]
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"cannot write {path}")
-    return path.name
+    ok, png = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    return write_private(path, png.tobytes()).name
 
 
 def _to_gray_u8(image: np.ndarray, signed: bool) -> np.ndarray:
@@ -363,7 +365,7 @@ def method_section(out: Path, result: Clustering, x: np.ndarray, faces, chips, g
 
 def write_report(out: Path, source: str, results: list[Clustering], x: np.ndarray, faces: list[Face],
                  chips: np.ndarray, attribute_weight: float) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     gray = np.stack([cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) for c in chips])
     features = "identity embeddings" + (f" + attributes (weight {attribute_weight:g})" if attribute_weight > 0 else "")
     body = [f"<h1>facelive clusters</h1><p>{len(faces)} face(s) from <code>{html.escape(source)}</code>, "
@@ -372,7 +374,7 @@ def write_report(out: Path, source: str, results: list[Clustering], x: np.ndarra
     body += [method_section(out, r, x, faces, chips, gray) for r in tqdm(results, desc="report", file=sys.stderr)]
     page = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>facelive clusters</title>'
             f'<style>{STYLE}</style></head><body>{"".join(body)}</body></html>')
-    (out / "index.html").write_text(page)
+    write_private(out / "index.html", page)
     summary = {
         "schema": REPORT_SCHEMA, "input": source,
         "faces": [{"source": f.source, "caption": f.caption, "box": f.box} for f in faces],
@@ -380,7 +382,7 @@ def write_report(out: Path, source: str, results: list[Clustering], x: np.ndarra
                                "silhouette": round(r.silhouette, 4), "clusters": r.n_clusters,
                                "labels": r.labels.tolist()} for r in results},
     }
-    (out / "clusters.json").write_text(json.dumps(summary, indent=1))
+    write_private(out / "clusters.json", json.dumps(summary, indent=1))
     return out / "index.html"
 
 
