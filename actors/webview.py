@@ -11,17 +11,29 @@
     POST /api/pools/{task}       {"count": n}: resize the task's pool
     POST /api/models/{task}      {"model": name} or, for detection, {"detector_threshold": x}
 
+Other web pages the user visits must not drive or read it (CSRF, DNS rebinding), so every request
+needs the run's token (`?token=` or the `X-Facelive-Token` header; the URL `start` returns carries
+it, as notebook servers do, and the page passes it on), a `Host` that names the bound address, no
+`Origin` but the view's own, and a POST needs `Content-Type: application/json` (which a plain form
+or a no-CORS fetch from another site cannot send).
+
 The sinks call `frame` and `events` without waiting; both only store the newest state, so memory
 stays bounded (one JPEG per stream, the last `keep_events` events) and the sinks never block."""
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
+import re
+import secrets
+import socket
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import ray
 from aiohttp import web
@@ -34,6 +46,14 @@ from models.registry import DEFAULT_MODELS, ModelRegistry
 PAGE = Path(__file__).with_name("webview_page.html")
 DEFAULT_ADDRESS = "127.0.0.1:8080"
 BOUNDARY = "faceliveframe"
+TOKEN_HEADER = "X-Facelive-Token"
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+# a host name or IP literal and a port: nothing urlsplit would read past, such as userinfo
+HOST_CHARS = re.compile(r"[A-Za-z0-9.\-]+(:\d+)?|\[[0-9A-Fa-f:.]+\](:\d+)?")
+# the token rides in the page's URL: no referrer may carry it off, and no other site may frame the controls
+SECURITY_HEADERS = {"Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+                    "Content-Security-Policy": "frame-ancestors 'none'", "X-Content-Type-Options": "nosniff"}
 # the registry task whose model a pool's `model` names (age_gender runs an age and a gender model)
 MODEL_TASK = {"detection": "detection", "expression": "expression", "age_gender": "age", "identity": "identity"}
 MAX_POOL = 16
@@ -90,11 +110,13 @@ class ViewActor:
         self.running = False
         self.tick = 0
         self._url: str | None = None
+        self.token = secrets.token_urlsafe(32)
 
     # ---- lifecycle
     async def start(self) -> str:
-        """Bind and serve; returns the page's URL (port 0 picks a free port)."""
-        app = web.Application()
+        """Bind and serve; returns the page's URL with the run's token (port 0 picks a free port)."""
+        app = web.Application(middlewares=[self._guard])
+        app.on_response_prepare.append(_secure_headers)
         app.add_routes([web.get("/", self._page), web.get("/video/{stream}", self._mjpeg),
                         web.get("/frame/{stream}.jpg", self._jpeg), web.get("/api/stats", self._stats),
                         web.get("/api/tracks", self._tracks), web.get("/api/events", self._events),
@@ -104,8 +126,8 @@ class ViewActor:
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         await web.TCPSite(self.runner, self.host, self.port).start()
-        port = self.runner.addresses[0][1]
-        self._url = f"http://{self.host}:{port}/"
+        self.bound_port = self.runner.addresses[0][1]
+        self._url = f"http://{_url_host(self.host)}:{self.bound_port}/?token={self.token}"
         self._poller = asyncio.create_task(self._poll())
         return self._url
 
@@ -144,6 +166,27 @@ class ViewActor:
                 view.tracks_seq = event["seq"]
                 view.tracks = [{k: v for k, v in face.items() if k != "landmarks"}
                                for face in event["faces"] if face.get("track_id", UNCONFIRMED) != UNCONFIRMED]
+
+    # ---- who may ask
+    @web.middleware
+    async def _guard(self, request, handler):
+        # the header itself: aiohttp's request.host makes up the machine's name when it is missing
+        host = request.headers.get("Host", "")
+        if not host_allowed(host, self.host, self.bound_port):
+            raise _bad(f"Host {host!r} is not this view's address", 403)
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._origin_ok(origin):
+            raise _bad(f"requests from {origin!r} are refused", 403)
+        given = request.query.get("token") or request.headers.get(TOKEN_HEADER, "")
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise _bad("open the view with the URL it printed at start: it carries the run's token", 403)
+        if request.method == "POST" and request.content_type != "application/json":
+            raise _bad("the body must be sent as Content-Type: application/json", 415)
+        return await handler(request)
+
+    def _origin_ok(self, origin: str) -> bool:
+        scheme, _, host = origin.partition("://")
+        return scheme == "http" and "/" not in host and host_allowed(host, self.host, self.bound_port)
 
     # ---- stats
     async def _poll(self) -> None:
@@ -304,8 +347,43 @@ class ViewActor:
 
 
 def _bad(message: str, status: int = 400) -> web.HTTPException:
-    return {400: web.HTTPBadRequest, 404: web.HTTPNotFound, 409: web.HTTPConflict}[status](
-        text=json.dumps({"error": message}), content_type="application/json")
+    kind = {400: web.HTTPBadRequest, 403: web.HTTPForbidden, 404: web.HTTPNotFound, 409: web.HTTPConflict,
+            415: web.HTTPUnsupportedMediaType}[status]
+    return kind(text=json.dumps({"error": message}), content_type="application/json")
+
+
+async def _secure_headers(request, response) -> None:
+    response.headers.update(SECURITY_HEADERS)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def host_allowed(host_header: str, bound: str, port: int) -> bool:
+    """Whether a request's Host names the view bound at `bound`:`port`. DNS rebinding sends the
+    attacker's own name, so a name is accepted only where it is the bound one, localhost on a
+    loopback or wildcard bind, or this machine's name on a wildcard bind; an IP literal only if it
+    is the bound one, or any on a wildcard bind (no rebinding can make a browser send it)."""
+    if not HOST_CHARS.fullmatch(host_header):
+        return False
+    try:
+        parts = urlsplit(f"//{host_header}")
+        host, given_port = (parts.hostname or "").lower(), parts.port or 80
+    except ValueError:
+        return False
+    if given_port != port:
+        return False
+    bound = bound.lower()
+    if host == bound or (bound in LOOPBACK_NAMES | WILDCARDS and host in LOOPBACK_NAMES):
+        return True
+    if bound not in WILDCARDS:
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return host == socket.gethostname().lower()
 
 
 def parse_address(text: str) -> tuple[str, int]:

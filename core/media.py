@@ -15,6 +15,8 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
+from core.private import redact
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"})
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -38,12 +40,14 @@ _JPEG_SOS = 0xDA
 
 
 class MediaError(Exception):
-    """A file that cannot be used as an image or video, with the reason in one line."""
+    """A file or stream that cannot be used as an image or video, with the reason in one line.
+    A URL's credentials are redacted here, so no message built from the error can show them."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
+        path = redact(os.fspath(path))
         # Both go to Exception.args so the error pickles (Ray ships it between processes).
-        super().__init__(os.fspath(path), reason)
-        self.path = os.fspath(path)
+        super().__init__(path, reason)
+        self.path = path
         self.reason = reason
 
     def __str__(self) -> str:

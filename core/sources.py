@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from core.media import MediaError, VideoFrames, is_video, iter_image_files, load_image
+from core.private import redact, split_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +25,16 @@ class SourceItem:
 
 
 def stream_name(source: str, index: int) -> str:
-    base = os.path.basename(os.path.normpath(source)) if not source.isdigit() else f"camera{source}"
+    """"index:base", where base is a file's or folder's name, "cameraN", or a URL's last path
+    segment (its host when it has no path). A URL's userinfo and query never reach the name: it
+    names folders, events, metric tags and the view."""
+    if source.isdigit():
+        base = f"camera{source}"
+    elif "://" in source:
+        _, _, host, path, _ = split_address(source)
+        base = path.rstrip("/").rpartition("/")[2] or host
+    else:
+        base = os.path.basename(os.path.normpath(source))
     return f"{index}:{base}" if base else f"stream{index}"
 
 
@@ -79,6 +89,7 @@ class LiveSource(FrameSource):
 
     def __init__(self, address: str, max_backoff_s: float = 8.0, give_up_s: float = 60.0, stall_s: float = 5.0):
         self.address = int(address) if address.isdigit() else address
+        self.shown = redact(address)
         self.max_backoff_s, self.give_up_s = max_backoff_s, give_up_s
         # OpenCV's FFmpeg backend otherwise blocks 30 s on a URL that stops sending, in read() and
         # again in each reopen: a stall went unseen that long and give_up_s was not kept.
@@ -91,7 +102,7 @@ class LiveSource(FrameSource):
     def _open(self) -> cv2.VideoCapture:
         capture = cv2.VideoCapture(self.address, cv2.CAP_ANY, self.timeouts)
         if not capture.isOpened():
-            raise MediaError(str(self.address), "cannot open the camera or stream")
+            raise MediaError(self.shown, "cannot open the camera or stream")
         return capture
 
     def __iter__(self):
@@ -104,7 +115,7 @@ class LiveSource(FrameSource):
                 continue
             down_since = down_since or time.monotonic()
             if time.monotonic() - down_since > self.give_up_s:
-                yield SourceItem(None, f"{self.address}: no frames for {self.give_up_s:.0f} s, giving up")
+                yield SourceItem(None, f"{self.shown}: no frames for {self.give_up_s:.0f} s, giving up")
                 return
             time.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)

@@ -21,6 +21,7 @@ from tqdm import tqdm  # noqa: E402
 from core.draw import FaceLabel, draw_faces  # noqa: E402
 from core.gallery import GalleryError, GalleryIndex  # noqa: E402
 from core.media import DEFAULT_MAX_PIXELS, MediaError, VideoFrames, is_video, iter_image_files, load_image  # noqa: E402
+from core.private import private_dir, write_private  # noqa: E402
 from core.records import SUMMARY_SCHEMA, face_record, image_record  # noqa: E402
 from models.analyzer import FaceAnalyzer, FaceResults  # noqa: E402
 from models.detector import DetectorConfig  # noqa: E402
@@ -107,12 +108,11 @@ class BatchRun:
     def write(self, image, source: str, stem: Path) -> None:
         results = self.analyzer.analyze(image)
         records = face_records(results, self.gallery)
-        stem.parent.mkdir(parents=True, exist_ok=True)
         record = image_record(source, image.shape[1], image.shape[0], records)
-        stem.with_suffix(".json").write_text(json.dumps(record, indent=1))
+        write_private(stem.with_suffix(".json"), json.dumps(record, indent=1))
         if not self.args.no_images:
             annotated = draw_faces(image, labels_of(records))
-            cv2.imwrite(str(stem.with_suffix(".annotated.jpg")), annotated[:, :, ::-1])
+            write_private(stem.with_suffix(".annotated.jpg"), cv2.imencode(".jpg", annotated[:, :, ::-1])[1].tobytes())
         self.images += 1
         self.faces += len(records)
 
@@ -150,7 +150,8 @@ def main(argv=None) -> int:
         analyzer = FaceAnalyzer(registry, attributes=tuple(args.attribute), threads=args.threads,
                                 config=DetectorConfig(threshold=args.threshold, max_side=args.max_side))
         gallery = GalleryIndex.load(args.gallery, gallery_config(analyzer)) if args.gallery else None
-    except (ModelFileError, ModelEntryError, GalleryError) as error:
+        private_dir(args.out)
+    except (ModelFileError, ModelEntryError, GalleryError, PermissionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     videos = [p for p in args.inputs if is_video(p) and not os.path.isdir(p)]
@@ -166,8 +167,7 @@ def main(argv=None) -> int:
     summary = {"schema": SUMMARY_SCHEMA, "inputs": len(images) + len(videos), "images": run.images,
                "faces": run.faces, "failed": len(run.failures), "failures": run.failures,
                "seconds": round(time.perf_counter() - started, 2)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_private(args.out / "summary.json", json.dumps(summary, indent=1))
     print(f"{run.images} image(s), {run.faces} face(s), {len(run.failures)} failure(s) in "
           f"{summary['seconds']} s; results in {args.out}", file=sys.stderr)
     return 1 if run.failures else 0

@@ -40,6 +40,7 @@ from core.clustering import Agreement, Clustering, FaceAttributes  # noqa: E402
 from core.events import EventFormatError, read_events  # noqa: E402
 from core.gallery import GalleryConfig  # noqa: E402
 from core.media import MediaError, VideoFrames, load_image  # noqa: E402
+from core.private import open_private, private_dir, write_private  # noqa: E402
 from core.records import IMAGE_SCHEMA  # noqa: E402
 from core.tracking import UNCONFIRMED  # noqa: E402
 from models.align import align_face  # noqa: E402
@@ -299,9 +300,10 @@ def _png(path: Path, gray_or_rgb: np.ndarray) -> str:
     image = np.asarray(gray_or_rgb)
     if image.ndim == 3:
         image = image[:, :, ::-1]
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"cannot write {path}")
-    return path.name
+    ok, png = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    return write_private(path, png.tobytes()).name
 
 
 def _to_gray_u8(image: np.ndarray, signed: bool) -> np.ndarray:
@@ -318,7 +320,8 @@ AGE_ORDER = [label for _, label in clustering.AGE_BANDS]
 
 
 def _save(fig, path: Path) -> str:
-    fig.savefig(path)
+    with open_private(path) as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
     return path.name
 
@@ -453,12 +456,12 @@ def method_view(out: Path, result: Clustering, features: np.ndarray, agreement: 
 def write_report(out: Path, source: str, results: list[tuple[Clustering, np.ndarray]],
                  scores: dict[str, Agreement | None], faces: list[Face], chips: np.ndarray | None, show: int,
                  attribute_weight: float) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     gray = None if chips is None else np.stack([cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) for c in chips])
     methods = [method_view(out, r, x, scores[r.method], faces, chips, gray, show, attribute_weight)
                for r, x in tqdm(results, desc="report", file=sys.stderr)]
-    (out / "index.html").write_text(PAGE.render(faces=len(faces), source=source, pictures=chips is not None,
-                                                methods=methods))
+    write_private(out / "index.html", PAGE.render(faces=len(faces), source=source, pictures=chips is not None,
+                                                  methods=methods))
     summary = {
         "schema": REPORT_SCHEMA, "input": source,
         "faces": [{"source": f.source, "caption": f.caption, "box": f.box, "name": f.name} for f in faces],
@@ -472,7 +475,7 @@ def write_report(out: Path, source: str, results: list[tuple[Clustering, np.ndar
                                    "ari": round(scores[r.method].ari, 4)}}
                     for r, _ in results},
     }
-    (out / "clusters.json").write_text(json.dumps(summary, indent=1))
+    write_private(out / "clusters.json", json.dumps(summary, indent=1))
     return out / "index.html"
 
 

@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from core.config import ConfigError, load_config, parse_pool  # noqa: E402
 from core.media import MediaError  # noqa: E402
+from core.private import private_dir, write_private  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "media" / "video" / "crossing_faces.mp4"
 # Where the sample video's default gallery (tests/media/gallery, obama watched) is built on first use.
@@ -100,7 +101,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         config = build_config(args)
-    except ConfigError as error:
+        # annotated videos and event logs show faces and names
+        private_dir(args.out)
+    except (ConfigError, PermissionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     # Not with --enrol-unknown: that would write strangers into the shared sample gallery.
@@ -127,8 +130,8 @@ def main(argv=None) -> int:
             return 2
         print(f"live view: {url}", file=sys.stderr)
         if parse_address(args.view)[0] not in ("127.0.0.1", "localhost", "::1"):
-            print("warning: the live view has no login and its controls change the run; "
-                  "anyone who reaches this address can use them", file=sys.stderr)
+            print("warning: the live view is plain HTTP and its controls change the run; anyone who sees its "
+                  "URL (the token in it) on the way and reaches this address can watch and use it", file=sys.stderr)
     try:
         pipeline = Pipeline(config, args.out, view=view)
         if view is not None:
@@ -141,7 +144,7 @@ def main(argv=None) -> int:
         print(f"error: {getattr(error, 'cause', None) or error}", file=sys.stderr)
         return 2
     data = summary_json(result)
-    (args.out / "summary.json").write_text(json.dumps(data, indent=1))
+    write_private(args.out / "summary.json", json.dumps(data, indent=1))
     print(summary_table(data))
     for stream, path in result.videos.items():
         print(f"{stream}: {path}")

