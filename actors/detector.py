@@ -17,7 +17,7 @@ from models.registry import DEFAULT_MODELS, ModelRegistry
 @ray.remote(num_cpus=0.5)
 class DetectorActor:
     def __init__(self, models: dict[str, str] | None = None, config: DetectorConfig = DetectorConfig(),
-                 threads: int = 1, models_file: str | None = None):
+                 threads: int = 1, models_file: str | None = None, device: str = "cpu"):
         import cv2
 
         cv2.setNumThreads(threads)
@@ -26,9 +26,13 @@ class DetectorActor:
             registry.add_file(models_file)
         names = DEFAULT_MODELS | (models or {})
         specs = [registry.get(names[t]).crop for t in ("age", "gender", "expression", "identity")]
-        self.stage = FaceDetectionStage(registry, specs, names["detection"], names["landmarks"], config, threads)
+        self.stage = FaceDetectionStage(registry, specs, names["detection"], names["landmarks"], config, threads,
+                                        device)
         # builds the session before the first frame (a 640x480 frame is the common case)
         self.stage(np.zeros((480, 640, 3), np.uint8))
+
+    def devices(self) -> dict[str, str]:
+        return self.stage.devices()
 
     def where(self) -> tuple[str, int]:
         """(node id, process id): where Ray placed this actor."""

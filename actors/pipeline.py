@@ -16,6 +16,7 @@ from actors.sinks import EventLogActor, VideoSinkActor
 from actors.tracker import TrackerActor
 from core.config import TASKS, PipelineConfig, PoolSpec
 from core.gallery import GalleryConfig
+from core.private import private_dir
 from core.sources import stream_name
 from models.detector import DetectorConfig
 from models.registry import DEFAULT_MODELS, ModelRegistry
@@ -51,17 +52,19 @@ def spawn_pool_actor(spec: PoolSpec, config: PipelineConfig, name: str, gallery=
     """The scheduler's actor factory: one pool actor for `spec`. A dead actor is restarted with
     fresh state (state lives in the trackers); the scheduler retries or drops its call."""
     options = {"num_cpus": spec.num_cpus, "num_gpus": spec.num_gpus, "max_restarts": -1, "max_task_retries": 0}
+    # a pool given GPUs runs its models on one, or refuses to start: never a silent CPU fallback
+    device = "gpu" if spec.num_gpus > 0 else "cpu"
     if spec.resources:
         options["resources"] = dict(spec.resources)
     if spec.task == "detection":
         models = {"detection": spec.model} if spec.model else None
         detector = DetectorConfig(threshold=config.detector_threshold, max_side=config.detector_max_side)
-        return named(DetectorActor, name, **options).remote(models, detector, config.threads, config.models_file)
+        return named(DetectorActor, name, **options).remote(models, detector, config.threads, config.models_file,
+                                                            device)
     main_model = {"expression": "expression", "age_gender": "age", "identity": "identity"}[spec.task]
     models = {main_model: spec.model} if spec.model else None
-    extra = (gallery,) if spec.task == "identity" else ()
-    return named(RECOGNITION_ACTORS[spec.task], name, **options).remote(models, config.threads, config.models_file,
-                                                                       *extra)
+    return named(RECOGNITION_ACTORS[spec.task], name, **options).remote(
+        models, config.threads, config.models_file, gallery if spec.task == "identity" else None, device)
 
 
 def _labels(config: PipelineConfig):
@@ -92,7 +95,7 @@ class Pipeline:
         """Run until every source ends (Ctrl-C stops the captures; frames in flight still finish).
         Every actor of the run is stopped at the end, also when it fails."""
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
+        private_dir(self.out)
         events_path = str((self.out / "events.msgpack").resolve())
         event_log = named(EventLogActor, "events").remote(events_path, self.view)
         realtime = cfg.mode == "live" if cfg.realtime is None else cfg.realtime

@@ -25,17 +25,27 @@ class _Recognition:
     task = ""
 
     def __init__(self, models: dict[str, str] | None = None, threads: int = 1, models_file: str | None = None,
-                 gallery=None):
+                 gallery=None, device: str = "cpu"):
         import cv2
 
         cv2.setNumThreads(threads)
         self.registry = _registry(models_file)
         self.models = DEFAULT_MODELS | (models or {})
         self.keeper = gallery
-        self.setup(threads)
+        self.loaded: dict[str, object] = {}
+        self.setup(threads, device)
         self.warm_up()
 
-    def setup(self, threads: int) -> None: ...
+    def setup(self, threads: int, device: str) -> None: ...
+
+    def load(self, role: str, threads: int, device: str):
+        """The role's model on `device`; a GPU it cannot have is a DeviceError here, at start."""
+        self.loaded[self.models[role]] = model = self.registry.load(self.models[role], threads, device=device)
+        return model
+
+    def devices(self) -> dict[str, str]:
+        """Where each model of the actor really runs, by model name."""
+        return {name: model.backend.device for name, model in self.loaded.items()}
 
     def warm_up(self) -> None:
         """Run each model once before the first job: sessions, graphs and kernels are built lazily,
@@ -70,8 +80,8 @@ class _Recognition:
 class ExpressionActor(_Recognition):
     task = "expression"
 
-    def setup(self, threads):
-        self.model = self.registry.load(self.models["expression"], threads)
+    def setup(self, threads, device):
+        self.model = self.load("expression", threads, device)
 
     def crop_specs(self):
         return [self.model.crop]
@@ -88,9 +98,9 @@ class ExpressionActor(_Recognition):
 class AgeGenderActor(_Recognition):
     task = "age_gender"
 
-    def setup(self, threads):
-        self.age = self.registry.load(self.models["age"], threads)
-        self.gender = self.registry.load(self.models["gender"], threads)
+    def setup(self, threads, device):
+        self.age = self.load("age", threads, device)
+        self.gender = self.load("gender", threads, device)
 
     def crop_specs(self):
         return [self.age.crop, self.gender.crop]
@@ -112,8 +122,8 @@ class IdentityActor(_Recognition):
 
     task = "identity"
 
-    def setup(self, threads):
-        self.embedder = self.registry.load(self.models["identity"], threads)
+    def setup(self, threads, device):
+        self.embedder = self.load("identity", threads, device)
         self.gallery = None
         self.version = -1
 

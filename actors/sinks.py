@@ -3,9 +3,6 @@ call per frame, to its video sink; the sink hands the frame's events on to the r
 in batches, so the log costs a call every few frames rather than one per frame."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import cv2
 import msgpack
 import ray
@@ -13,6 +10,7 @@ import ray
 from core.draw import FaceLabel, draw_faces
 from core.media import MediaError
 from core.messages import FrameRef
+from core.private import open_private
 
 EVENT_BATCH = 12  # frames' events per call to the event log
 
@@ -41,7 +39,11 @@ class VideoSinkActor:
         self.events(events, flush=self.frames % EVENT_BATCH == 0)
 
     def _open(self, shape) -> cv2.VideoWriter:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # owner-only before OpenCV's writer opens it (it keeps the mode): the video shows people
+            open_private(self.path).close()
+        except OSError as error:
+            raise MediaError(f"{self.path}: cannot write video ({error.strerror or error})") from None
         writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (shape[1], shape[0]))
         if not writer.isOpened():
             # OpenCV says nothing and writes nothing: the run would end with no video and no error
@@ -72,9 +74,7 @@ class EventLogActor:
 
     def __init__(self, path: str, view=None):
         self.view = view
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        self.file = os.fdopen(fd, "wb")
+        self.file = open_private(path)
         self.count = 0
 
     def write(self, events: list[dict]) -> None:

@@ -86,7 +86,8 @@ class StreamView:
 
 def summary_json(summary) -> dict:
     return {"captured": summary.captured, "processed": summary.processed, "dropped": dict(summary.dropped),
-            "faces": summary.faces, "seconds": round(summary.seconds, 2),
+            "faces": summary.faces, "seconds": round(summary.seconds, 2), "carried": summary.carried,
+            "devices": summary.devices or {},
             "stages": {name: {k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(f).items()}
                        for name, f in summary.stages.items()}}
 

@@ -78,7 +78,9 @@ def build_config(args):
 
 def summary_json(result) -> dict:
     s = result.summary
-    return {"frames": {"captured": s.captured, "processed": s.processed, "dropped": s.dropped},
+    return {"frames": {"captured": s.captured, "processed": s.processed, "dropped": s.dropped,
+                       "carried": s.carried},
+            "devices": s.devices or {},
             "stages": {name: {"fps": round(f.fps, 2), "latency_ms": {"p50": round(f.p50_ms, 1), "p95": round(f.p95_ms, 1)}}
                        for name, f in s.stages.items()},
             "tracks": result.tracks, "faces": s.faces, "fresh_attributes": round(result.fresh_share, 3),
@@ -88,7 +90,10 @@ def summary_json(result) -> dict:
 def summary_table(data: dict) -> str:
     f = data["frames"]
     dropped = ", ".join(f"{k} {v}" for k, v in f["dropped"].items()) or "none"
-    lines = [f"frames: captured {f['captured']}, processed {f['processed']}, dropped {sum(f['dropped'].values())} ({dropped})",
+    lines = [f"frames: captured {f['captured']}, processed {f['processed']} ({f['carried']} with tracked boxes), "
+             f"dropped {sum(f['dropped'].values())} ({dropped})",
+             "models on: " + "; ".join(f"{task}: " + ", ".join(f"{m} {d}" for m, d in models.items())
+                                       for task, models in data["devices"].items()),
              f"tracks: {data['tracks']}, faces: {data['faces']}, expression <= 0.5 s old with age/gender known: "
              f"{data['fresh_attributes']:.0%}, seconds: {data['seconds']}",
              f"{'stage':<12} {'per s':>8} {'p50 ms':>8} {'p95 ms':>8}"]

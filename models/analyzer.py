@@ -31,10 +31,16 @@ class FaceDetectionStage:
 
     def __init__(self, registry: ModelRegistry, crop_specs, detector: str = DEFAULT_MODELS["detection"],
                  landmarks: str = DEFAULT_MODELS["landmarks"], config: DetectorConfig = DetectorConfig(),
-                 threads: int = 1):
-        self.detector = registry.load(detector, threads, config=config)
+                 threads: int = 1, device: str = "cpu"):
+        # dlib's landmarks have no GPU build: only the detector follows `device`
+        self.detector = registry.load(detector, threads, device=device, config=config)
         self.refiner = registry.load(landmarks, threads)
+        self.names = (detector, landmarks)
         self.crop_specs = list(crop_specs)
+
+    def devices(self) -> dict[str, str]:
+        """Where each model of the stage really runs, by model name."""
+        return {self.names[0]: self.detector.net.device, self.names[1]: self.refiner.device}
 
     def __call__(self, image: np.ndarray) -> tuple[FaceBoxes, FaceCrops]:
         return self.batch([image])[0]

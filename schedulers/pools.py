@@ -37,6 +37,7 @@ class PoolManager:
         self.config, self.policy, self.factory = config, policy, factory
         self.specs = {s.task: s for s in config.all_pools()}
         self._ids = count(1)
+        self.devices: dict[str, dict[str, str]] = {}  # worker id -> model name -> where it runs
 
     async def start(self, timeout_s: float) -> None:
         cluster = ray.cluster_resources()
@@ -61,14 +62,15 @@ class PoolManager:
             self.retire(worker)
 
     async def _start(self, specs: list[PoolSpec], timeout_s: float) -> None:
-        """Start actors and register those that answer within `timeout_s`; none gets work before
-        it is ready, and one that never answers is killed, not left to swallow work."""
+        """Start actors and register those that answer within `timeout_s` (with the devices their
+        models run on); none gets work before it is ready, and one that never answers, or fails to
+        load its models where it was asked to, is killed, not left to swallow work."""
         started = []
         for spec in specs:
             number = next(self._ids)
             started.append((Worker(f"{spec.task}-{number}", spec.task),
                             self.factory(spec, self.config, f"{spec.task}-{number}")))
-        results = await asyncio.gather(*[asyncio.wait_for(_ready(h), timeout_s) for _, h in started],
+        results = await asyncio.gather(*[asyncio.wait_for(h.devices.remote(), timeout_s) for _, h in started],
                                        return_exceptions=True)
         failed = []
         for (worker, handle), result in zip(started, results):
@@ -77,6 +79,7 @@ class PoolManager:
                 ray.kill(handle)
             else:
                 worker.handle = handle
+                self.devices[worker.worker_id] = result
                 self.policy.add_worker(worker)
         if failed:
             timed_out = any(isinstance(e, asyncio.TimeoutError) for _, e in failed)
@@ -94,12 +97,22 @@ class PoolManager:
 
     def release(self, worker: Worker) -> None:
         self.policy.remove_worker(worker.worker_id)
+        self.devices.pop(worker.worker_id, None)
         ray.kill(worker.handle)
 
     def restart(self, worker: Worker) -> None:
         """An actor that overran its call deadline: kill it; Ray restarts it (max_restarts) with
         fresh state, and the worker gets work again once the new process is up."""
         ray.kill(worker.handle, no_restart=False)
+
+    def placement(self) -> dict[str, dict[str, str]]:
+        """task -> model -> the devices its live actors run it on ("cpu", "cuda:0", ...)."""
+        out: dict[str, dict[str, set[str]]] = {}
+        for worker in self.policy.workers.values():
+            if not worker.retired:
+                for model, device in self.devices.get(worker.worker_id, {}).items():
+                    out.setdefault(worker.task, {}).setdefault(model, set()).add(device)
+        return {task: {m: ", ".join(sorted(d)) for m, d in models.items()} for task, models in out.items()}
 
     def sizes(self) -> dict[str, int]:
         return {t: len(self.workers(t)) for t in TASKS}
@@ -108,6 +121,3 @@ class PoolManager:
         for worker in list(self.policy.workers.values()):
             self.release(worker)
 
-
-async def _ready(handle) -> None:
-    await handle.__ray_ready__.remote()

@@ -30,6 +30,7 @@ class RunSummary:
     faces: int
     seconds: float
     carried: int = 0  # processed frames shown with tracked, not detected, boxes (live)
+    devices: dict[str, dict[str, str]] | None = None  # task -> model -> where it runs
 
 
 @ray.remote(num_cpus=0)
@@ -279,4 +280,5 @@ class PriorityScheduler:
     # ---- reporting
     def summary(self) -> RunSummary:
         return RunSummary(self.ledger.captured, self.ledger.processed, dict(self.ledger.dropped),
-                          self.stats.figures(), self.faces, time.monotonic() - self.started, self.carried)
+                          self.stats.figures(), self.faces, time.monotonic() - self.started, self.carried,
+                          self.pools.placement())

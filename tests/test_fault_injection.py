@@ -95,6 +95,9 @@ def test_a_pool_actor_that_never_gets_ready_is_killed_not_given_work(local_ray):
 
             t.sleep(3600)
 
+        def devices(self):
+            return {}
+
     handles = []
 
     def factory(spec, config, name):

@@ -134,7 +134,8 @@ def test_demo_cli_writes_summary(local_ray, tmp_path):
     clip = cut_clip(tmp_path / "clip.mp4", 20)
     assert main(["--source", str(clip), "--out", str(tmp_path / "out"), "--pool", "identity=1:num_cpus=0.25"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["frames"] == {"captured": 20, "processed": 20, "dropped": {}}
+    assert summary["frames"] == {"captured": 20, "processed": 20, "dropped": {}, "carried": 0}
+    assert summary["devices"]["detection"] == {"centerface": "cpu", "dlib-5pt": "cpu"}
     assert set(summary["stages"]["detection"]) == {"fps", "latency_ms"}
 
 
@@ -159,5 +160,7 @@ def test_connections_stay_on_loopback(local_ray):
 def test_gpu_flag_asks_for_gpu_fractions():
     config = replace(PipelineConfig(), gpu=True, gpu_fraction=0.25)
     pools = {p.task: p for p in config.all_pools()}
-    assert pools["detection"].num_gpus == 0.25 and pools["expression"].num_gpus == 0.25
-    assert pools["identity"].num_gpus == 0  # dlib-bin has no CUDA
+    assert pools["detection"].num_gpus == 0.25 and pools["age_gender"].num_gpus == 0.25
+    # dlib-bin has no CUDA, and expression runs on LiteRT, a CPU runtime
+    assert pools["identity"].num_gpus == 0 and pools["expression"].num_gpus == 0
+    assert pools["detection"].batch_size == 8  # frames of several streams in one network call
