@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import motmetrics as mm
 import numpy as np
+
+from core.events import frame_event, track_event
+from core.geometry import iou_matrix
+from core.tracking import Tracker, TrackerConfig
 
 TENTATIVE = -1
 # the MOTChallenge convention: a prediction covers a target when their IoU is at least 0.5
@@ -88,17 +92,31 @@ def load_mot_gt(path: Path) -> dict[int, list[tuple[int, list[float]]]]:
 
 def iou_distances(gt: list[list[float]], predicted: list[list[float]]) -> np.ndarray:
     """1 - IoU of [x1, y1, x2, y2] boxes, NaN (no match allowed) past MAX_IOU_DISTANCE."""
-    a = np.asarray(gt, dtype=np.float64).reshape(-1, 4)[:, None, :]
-    b = np.asarray(predicted, dtype=np.float64).reshape(-1, 4)[None, :, :]
-    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = w * h
-    union = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-             + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        distance = 1.0 - np.where(union > 0, inter / union, 0.0)
+    distance = 1.0 - iou_matrix(gt, predicted)
     distance[distance > MAX_IOU_DISTANCE] = np.nan
     return distance
+
+
+def tracked_events(stream: str, detections: Iterable[tuple[float, np.ndarray, np.ndarray,
+                                                        Sequence[np.ndarray | None] | None]],
+                   config: TrackerConfig = TrackerConfig()) -> list[dict]:
+    """Tracks per-frame detections (t, boxes, scores, embeddings or None) with no pipeline and
+    returns the frame and track_end events a lossless run would write: embeddings per detection
+    show what appearance can do when every identity result is in at once, an upper bound that
+    separates the tracker from the budget and timing of the identity pool."""
+    tracker = Tracker(config)
+    events: list[dict] = []
+    t = 0.0
+    for seq, (t, boxes, scores, embeddings) in enumerate(detections):
+        update = tracker.update(t, boxes, scores, embeddings)
+        events += [track_event("track_end", stream, e.track_id, t, t_first=e.t_first,
+                               t_last_seen=e.t_last_seen, hits=e.hits) for e in update.ended]
+        faces = [{"track_id": tid, "box": [float(v) for v in box], "score": float(score)}
+                 for tid, box, score in zip(update.track_ids, boxes, scores)]
+        events.append(frame_event(stream, seq, t, faces))
+    events += [track_event("track_end", stream, e.track_id, t, t_first=e.t_first,
+                           t_last_seen=e.t_last_seen, hits=e.hits) for e in tracker.end_all()]
+    return events
 
 
 def _ranges(frames: list[int]) -> tuple[tuple[int, int], ...]:

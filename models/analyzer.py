@@ -2,10 +2,12 @@
 It is the batch mode's engine, the sequential baseline, and the code the pipeline's actors split."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.media import VideoFrames
 from core.messages import AgeEstimates, ClassScores, Embeddings, FaceBoxes, FaceCrops
 from models.align import cut_crops
 from models.detector import DetectorConfig
@@ -52,6 +54,15 @@ class FaceAnalyzer:
         self.attributes = {name: self.registry.load(name, threads) for name in attributes}
         specs = [r.crop for r in (*self.recognisers.values(), *self.attributes.values())]
         self.stage = FaceDetectionStage(self.registry, specs, names["detection"], names["landmarks"], config, threads)
+
+    def video_detections(self, path) -> Iterator[tuple[float, np.ndarray, np.ndarray, list[np.ndarray] | None]]:
+        """Every frame of a video as (seconds, boxes, scores, identity embeddings or None): what
+        `core.trackscore.tracked_events` tracks offline."""
+        with VideoFrames(path) as frames:
+            for _, t, image in frames:
+                results = self.analyze(image)
+                vectors = None if results.identity is None else list(results.identity.vectors)
+                yield t, results.faces.boxes, results.faces.scores, vectors
 
     def analyze(self, image: np.ndarray) -> FaceResults:
         faces, crops = self.stage(image)
