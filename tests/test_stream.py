@@ -152,6 +152,8 @@ def test_results_show_in_the_frame_output_fused():
     assert face["track_id"] == track_id
     assert face["box"] == list(FACE)
     assert (face["age"], face["gender"], face["gender_score"]) == (35.0, "male", 0.8)
+    # one frame said 30, one 40: the 10th-90th percentile interval spans both
+    assert face["age_interval"] == [29.7, 40.3]
     assert face["expression"] == "happy"
     assert set(face["expression_scores"]) == set(EXPRESSIONS) and face["expression_scores"]["happy"] == 0.8
     assert face["identity"] == {"name": "ada", "distance": 0.3}
@@ -160,7 +162,7 @@ def test_results_show_in_the_frame_output_fused():
 
     [label] = output.labels
     assert label.box == FACE and label.key == track_id
-    assert label.lines == (f"#{track_id} ada", "male 35", "happy")
+    assert label.lines == (f"#{track_id} ada 0.30", "male 80% 35 (30-40)", "happy")
 
 
 def test_a_face_before_its_results_is_labelled_by_track_only():
@@ -212,6 +214,7 @@ def test_finish_ends_every_track_with_its_fused_attributes():
     assert end["type"] == "track_end" and end["v"] == 1 and end["stream"] == "cam"
     assert (end["age"], end["gender"], end["gender_score"], end["expression"]) == (52.0, "female", 0.8, "surprise")
     assert end["identity"] == {"name": "grace", "distance": 0.25}
+    assert end["age_interval"] == [51.6, 52.4]
     assert end["t"] == work.t_capture and end["t_first"] == 0.0 and end["t_last_seen"] == work.t_capture
     assert end["hits"] == work.seq + 1
     assert ends[second]["age"] is ends[second]["gender"] is ends[second]["expression"] is None

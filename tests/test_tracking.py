@@ -3,6 +3,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from core.geometry import iou_matrix
 from core.tracking import UNCONFIRMED, Tracker, TrackerConfig
 
 FPS = 25.0
@@ -170,14 +171,6 @@ def load_gt() -> dict[int, list[tuple[int, np.ndarray]]]:
     return frames
 
 
-def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area = lambda x: np.prod(x[:, 2:] - x[:, :2], axis=1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
 def score_ids(gt: dict[int, list[tuple[int, np.ndarray]]], out: dict[int, list[tuple[int, np.ndarray]]]):
     """IDF1 and ID switches. Per frame, GT and output boxes pair up by IoU >= 0.5; each GT id is
     then given at most one output id (globally, the most co-occurrences); IDF1 is 2 IDTP over all
@@ -190,7 +183,7 @@ def score_ids(gt: dict[int, list[tuple[int, np.ndarray]]], out: dict[int, list[t
         shown = out.get(frame, [])
         if not shown:
             continue
-        iou = pairwise_iou(np.stack([b for _, b in truth]), np.stack([b for _, b in shown]))
+        iou = iou_matrix(np.stack([b for _, b in truth]), np.stack([b for _, b in shown]))
         rows, cols = linear_sum_assignment(-iou)
         for r, c in zip(rows, cols):
             if iou[r, c] < 0.5:
