@@ -141,10 +141,12 @@ def _pick_stream(events: list[dict], stream: str | None) -> str | None:
 
 
 def score_tracks(events: Iterable[dict], gt_path: Path, truth_json_path: Path | None = None,
-                 stream: str | None = None, known_names: Collection[str] | None = None) -> TrackScore:
+                 stream: str | None = None, known_names: Collection[str] | None = None,
+                 processed_only: bool = False) -> TrackScore:
     """Scores one stream's confirmed faces against the ground truth. `known_names`: the people
     the gallery holds; anyone else should stay unnamed (identity None). None: everyone in the
-    truth is expected to be named."""
+    truth is expected to be named. `processed_only`: frames with no frame event (a live run
+    dropped them) are left out instead of counting as misses."""
     events = list(events)
     stream = _pick_stream(events, stream)
     events = [e for e in events if e.get("stream") == stream]
@@ -166,8 +168,12 @@ def score_tracks(events: Iterable[dict], gt_path: Path, truth_json_path: Path | 
 
     # frames the pipeline left out (dropped, or the run cut short) still count: their targets are misses
     last_frame = max([*gt, *predicted, int(truth.get("frames", 0))], default=0)
+    if processed_only:
+        gt = {frame: targets for frame, targets in gt.items() if frame in predicted}
     acc = mm.MOTAccumulator(auto_id=False)
     for frame in range(1, last_frame + 1):
+        if processed_only and frame not in predicted:
+            continue
         targets, hyps = gt.get(frame, []), predicted.get(frame, [])
         acc.update([i for i, _ in targets], [i for i, _ in hyps],
                    iou_distances([b for _, b in targets], [b for _, b in hyps]), frameid=frame)

@@ -31,26 +31,37 @@ class FaceResults:
 @dataclass(frozen=True, slots=True)
 class SeriesSpread:
     """How one face's attributes move across versions of one picture (e.g. its resolutions):
-    values per version, in the order given."""
+    values per version, in the order given. Versions where the face is smaller than `min_side`
+    pixels (square root of its box area) are listed but left out of the spreads, as track fusion
+    leaves such estimates out."""
 
     name: str
     versions: tuple[str, ...]
+    sides: tuple[float, ...]
     ages: tuple[float, ...]
     gender_probs: tuple[tuple[float, ...], ...]
     expressions: tuple[str, ...]
+    min_side: float = 0.0
 
     @property
-    def age_spread(self) -> float:
-        return max(self.ages) - min(self.ages)
+    def used(self) -> tuple[int, ...]:
+        return tuple(i for i, side in enumerate(self.sides) if side >= self.min_side)
 
     @property
-    def gender_spread(self) -> float:
-        probs = np.array(self.gender_probs)
+    def age_spread(self) -> float | None:
+        ages = [self.ages[i] for i in self.used]
+        return max(ages) - min(ages) if ages else None
+
+    @property
+    def gender_spread(self) -> float | None:
+        if not self.used:
+            return None
+        probs = np.array([self.gender_probs[i] for i in self.used])
         return float((probs.max(0) - probs.min(0)).max())
 
     @property
-    def same_expression(self) -> bool:
-        return len(set(self.expressions)) == 1
+    def same_expression(self) -> bool | None:
+        return len({self.expressions[i] for i in self.used}) == 1 if self.used else None
 
 
 class FaceDetectionStage:
@@ -85,19 +96,22 @@ class FaceAnalyzer:
         specs = [r.crop for r in (*self.recognisers.values(), *self.attributes.values())]
         self.stage = FaceDetectionStage(self.registry, specs, names["detection"], names["landmarks"], config, threads)
 
-    def series_spread(self, name: str, versions: dict[str, np.ndarray]) -> SeriesSpread | None:
+    def series_spread(self, name: str, versions: dict[str, np.ndarray], min_side: float = 0.0) -> SeriesSpread | None:
         """The largest face's attributes in each version of one picture; None where a version
         shows no face (then there is nothing to compare)."""
-        ages, genders, expressions = [], [], []
+        sides, ages, genders, expressions = [], [], [], []
         for image in versions.values():
             r = self.analyze(image)
             if not len(r.faces):
                 return None
-            i = int(np.argmax(np.prod(r.faces.boxes[:, 2:] - r.faces.boxes[:, :2], axis=1)))
+            areas = np.prod(r.faces.boxes[:, 2:] - r.faces.boxes[:, :2], axis=1)
+            i = int(np.argmax(areas))
+            sides.append(float(np.sqrt(areas[i])))
             ages.append(float(r.age.ages[i]))
             genders.append(tuple(float(p) for p in r.gender.probs[i]))
             expressions.append(r.expression.best(i)[0])
-        return SeriesSpread(name, tuple(versions), tuple(ages), tuple(genders), tuple(expressions))
+        return SeriesSpread(name, tuple(versions), tuple(sides), tuple(ages), tuple(genders), tuple(expressions),
+                            min_side)
 
     def video_detections(self, path) -> Iterator[tuple[float, np.ndarray, np.ndarray, list[np.ndarray] | None]]:
         """Every frame of a video as (seconds, boxes, scores, identity embeddings or None): what
