@@ -7,7 +7,7 @@ tests/media/README.md). Made at test time, not committed: the script is the trut
 What happens, on a smooth synthetic background:
 - obama and biden, the same size, cross head-on at speed (motion-blurred); biden passes in front;
 - rose_leslie stands still; kit_harington walks in, growing as he comes nearer, and stands in
-  front of her, hiding her completely for 2 s, then walks on;
+  front of her, hiding her completely for 2 s (more than half of her for 2.7 s), then walks on;
 - alex_lacamoire walks out of the picture, stays out for 5 s and comes back, nearer (larger).
 
 A face is in the ground truth while at least 60% of its box is in the picture and at least half
@@ -74,14 +74,19 @@ def place(gt_id: int, f: int) -> tuple[float, float, float] | None:
     if gt_id == 4:  # walks in from the left growing, stands over rose_leslie for 2 s, walks on
         if f < 90:
             return None
-        x = _ramp(f, 90, 150, -70, 200) if f < 150 else _ramp(f, 200, 240, 200, 370)
+        if f < 140:
+            x = _ramp(f, 90, 140, -70, 50)
+        elif f < 200:  # the last steps over her and away again are quick: she is hidden for ~2 s
+            x = _ramp(f, 140, 150, 50, 200)
+        else:
+            x = _ramp(f, 200, 210, 200, 310) if f < 210 else _ramp(f, 210, 240, 310, 370)
         return x, 350 + _ramp(f, 90, 150, -20, 0), _ramp(f, 90, 150, 80, 140)
-    if gt_id == 5:  # out to the right by frame 60, away 5 s, back in from frame 185, larger
-        if f < 60:
-            return _ramp(f, 0, 60, 530, 720), 320, 80
-        if f < 185:
+    if gt_id == 5:  # out to the right by frame 32, away 5 s, back in from frame 165, larger
+        if f < 40:
+            return _ramp(f, 0, 40, 530, 720), 320, 80
+        if f < 160:
             return None
-        return _ramp(f, 185, 240, 720, 565), 320, _ramp(f, 185, 240, 100, 110)
+        return _ramp(f, 160, 215, 720, 565), 320, _ramp(f, 160, 215, 100, 110)
     raise ValueError(gt_id)
 
 

@@ -218,3 +218,94 @@ def test_ground_truth_of_crossing_faces_keeps_ids():
     idf1, switches = score_ids(gt, out)
     assert idf1 >= 0.9, idf1
     assert switches <= 3, switches
+
+
+# --- appearance: identity embeddings (L2-normalised; distances on dlib's scale) ----------------
+
+
+def person(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=128)
+    return v / np.linalg.norm(v)
+
+
+def seen_as(v: np.ndarray, rng: np.random.Generator, spread: float = 0.012) -> np.ndarray:
+    """Another frame of the same person: about 0.2 away on dlib's scale."""
+    w = v + rng.normal(0.0, spread, v.shape)
+    return w / np.linalg.norm(w)
+
+
+def test_a_face_back_after_five_seconds_elsewhere_and_larger_is_recognised_by_appearance():
+    rng = np.random.default_rng(0)
+    ada = person(1)
+    tracker = Tracker()
+    for f in range(10):
+        tracker.update(f / FPS, np.array([box(100, 200)]), np.array([0.9]), [seen_as(ada, rng)])
+    gone = [tracker.update(f / FPS, np.zeros((0, 4)), np.zeros(0), []) for f in range(10, 135)]
+    assert not any(u.ended for u in gone)
+    back = tracker.update(135 / FPS, np.array([box(500, 300, 70)]), np.array([0.9]), [seen_as(ada, rng)])
+    assert back.track_ids == (1,) and back.recovered == (1,)
+
+
+def test_a_returning_face_takes_its_id_back_when_its_embedding_arrives_later():
+    # the pipeline's case: detections carry no embedding; the identity pool answers per track
+    rng = np.random.default_rng(1)
+    ada = person(1)
+    tracker = Tracker()
+    for f in range(10):
+        feed(tracker, f, [box(100, 200)])
+    tracker.set_embedding(1, seen_as(ada, rng))
+    for f in range(10, 110):  # away 4 s: lost, too long for position alone
+        feed(tracker, f, [])
+    returned = [feed(tracker, f, [box(480, 260, 60)]) for f in range(110, 114)]
+    assert returned[-1].track_ids == (2,)
+    tracker.set_embedding(2, seen_as(ada, rng))
+    merged = feed(tracker, 114, [box(482, 260, 60)])
+    assert merged.track_ids == (1,) and merged.recovered == (1,)
+    assert [(e.track_id, e.hits) for e in merged.ended] == [(2, 4)]
+
+
+def test_tracks_seen_at_the_same_time_are_never_merged():
+    rng = np.random.default_rng(2)
+    ada = person(1)
+    tracker = Tracker()
+    for f in range(10):
+        feed(tracker, f, [box(100, 200), box(400, 200)])
+    tracker.set_embedding(1, seen_as(ada, rng))
+    for f in range(10, 60):
+        feed(tracker, f, [box(400, 200)])
+    tracker.set_embedding(2, seen_as(ada, rng))  # a look-alike, or a wrong embedding
+    assert feed(tracker, 60, [box(400, 200)]).track_ids == (2,)
+
+
+def test_a_stranger_does_not_take_an_id_by_appearance_and_a_faceless_track_ends_sooner():
+    rng = np.random.default_rng(3)
+    tracker = Tracker(TrackerConfig(reid_by_position_s=2.0, reid_window_s=10.0))
+    for f in range(10):
+        tracker.update(f / FPS, np.array([box(100, 200), box(400, 200)]), np.full(2, 0.9),
+                       [seen_as(person(1), rng), None])
+    ended = [e.track_id for f in range(10, 80) for e in feed(tracker, f, []).ended]
+    assert ended == [2]  # no appearance: nothing can bring it back after the position window
+    stranger = tracker.update(80 / FPS, np.array([box(100, 200)]), np.array([0.9]), [seen_as(person(9), rng)])
+    assert stranger.track_ids == (UNCONFIRMED,) and not stranger.recovered
+
+
+def test_appearance_keeps_two_same_size_faces_apart_where_motion_cannot():
+    # head-on on one line, both missed for 0.4 s while they meet, found again having turned back:
+    # motion says each went on past the other, appearance says who is who
+    def run(with_appearance: bool) -> tuple[int, ...]:
+        rng = np.random.default_rng(4)
+        ada, bob = person(1), person(2)
+        tracker = Tracker()
+
+        def looks():
+            return [seen_as(ada, rng), seen_as(bob, rng)] if with_appearance else None
+
+        for f in range(25):
+            x = 100 + 6 * f
+            tracker.update(f / FPS, np.array([box(x, 200), box(600 - x, 200)]), np.full(2, 0.9), looks())
+        for f in range(25, 35):
+            feed(tracker, f, [])
+        return tracker.update(35 / FPS, np.array([box(280, 200), box(320, 200)]), np.full(2, 0.9), looks()).track_ids
+
+    assert run(with_appearance=False) == (2, 1)
+    assert run(with_appearance=True) == (1, 2)
