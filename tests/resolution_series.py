@@ -31,10 +31,11 @@ PORTRAITS = {
 }
 
 
-def make(out_dir: Path) -> list[Path]:
+def make(out_dir: Path, names=tuple(PORTRAITS)) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, rel in PORTRAITS.items():
+    for name in names:
+        rel = PORTRAITS[name]
         image = load_image(MEDIA / rel)
         for height in HEIGHTS:
             width = round(image.shape[1] * height / image.shape[0])
