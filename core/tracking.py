@@ -307,7 +307,10 @@ class Tracker:
             + cfg.area_weight * log_area_ratio
             + cfg.appearance_weight * appearance
         )
-        forbidden = misplaced | (known & (appearance > cfg.max_embedding_distance))
+        # a tentative track has seen a face once or twice, often half out of the picture as it
+        # comes in: its embedding is too weak a witness to veto anything
+        confirmed = np.array([tr.confirmed for tr in tracks])[:, None]
+        forbidden = misplaced | (confirmed & known & (appearance > cfg.max_embedding_distance))
         cost[forbidden] = _FORBIDDEN
         return cost
 
