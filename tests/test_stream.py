@@ -220,3 +220,22 @@ def test_finish_ends_every_track_with_its_fused_attributes():
     assert ends[second]["age"] is ends[second]["gender"] is ends[second]["expression"] is None
     assert msgpack.unpackb(msgpack.packb(list(ends.values()))) == list(ends.values())
     assert tracker.finish(work.t_capture) == []
+
+
+def test_a_person_back_after_seconds_gets_their_id_back_once_identity_answers():
+    tracker = stream()
+    first = confirmed(tracker).track_ids[0]
+    tracker.fuse(age_gender(first, 40, male=0.9))
+    tracker.fuse(identity(first, "ada", 0.3))
+    away = [w for seq in range(tracker.next_seq, tracker.next_seq + 100) for w in tracker.add(seq, seq / FPS, faces())]
+    assert not any(e["type"] == "track_end" for w in away for e in w.events)
+    back = confirmed(tracker, OTHER_FACE)
+    new = back.track_ids[0]
+    assert new != first  # detections carry no embedding: nothing says who this is yet
+    tracker.fuse(identity(new, "ada", 0.3))
+    [work] = feed(tracker, [tracker.next_seq], OTHER_FACE)
+    assert work.track_ids == (first,)
+    ends = [e for e in work.events if e["type"] == "track_end"]
+    assert [e["track_id"] for e in ends] == [new]
+    [face] = tracker.output(work).event["faces"]
+    assert (face["track_id"], face["age"], face["identity"]["name"]) == (first, 40.0, "ada")
