@@ -70,6 +70,10 @@ class TrackerConfig:
     reid_embedding_distance: float = 0.5
     # weight of the newest embedding in a track's running appearance
     embedding_smoothing: float = 0.3
+    # a face box narrower than this (width / height; a whole face is 0.65-0.85) is cut by the
+    # frame's edge or by a face in front: its embedding describes half a face and lands within
+    # 0.55-0.6 of strangers, so it is ignored
+    min_embedding_aspect: float = 0.55
     # weights of the newest measurement: lower is steadier against detector jitter, which on a
     # 30-pixel face easily changes the box area by half from one frame to the next
     velocity_smoothing: float = 0.3
@@ -106,7 +110,7 @@ class TrackUpdate:
 
 class _Track:
     __slots__ = ("track_id", "box", "velocity", "t_first", "t_last_seen", "hits", "misses",
-                 "embedding", "is_lost")
+                 "embedding", "is_lost", "first_look")
 
     def __init__(self, t: float, box: np.ndarray, embedding: np.ndarray | None) -> None:
         self.track_id = UNCONFIRMED
@@ -116,8 +120,11 @@ class _Track:
         self.t_last_seen = t
         self.hits = 1
         self.misses = 0
-        self.embedding = embedding
+        self.embedding = None
         self.is_lost = False
+        self.first_look = False  # got its first embedding in this update
+        if embedding is not None:
+            self.see(embedding, 1.0)
 
     @property
     def confirmed(self) -> bool:
@@ -150,6 +157,7 @@ class _Track:
 
     def see(self, embedding: np.ndarray, smoothing: float) -> None:
         embedding = np.asarray(embedding, dtype=np.float64)
+        self.first_look = self.embedding is None
         if self.embedding is not None:
             embedding = smoothing * embedding + (1.0 - smoothing) * self.embedding
         self.embedding = embedding / max(float(np.linalg.norm(embedding)), 1e-12)
@@ -190,6 +198,7 @@ class Tracker:
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         det_embeddings = list(embeddings) if embeddings is not None else [None] * len(boxes)
+        det_embeddings = [e if self._whole(b) else None for e, b in zip(det_embeddings, boxes)]
         owner: list[_Track | None] = [None] * len(boxes)
 
         seen = [tr for tr in self._tracks if tr.confirmed and not tr.is_lost]
@@ -203,6 +212,10 @@ class Tracker:
             if track is None and scores[i] >= cfg.min_start_score:
                 owner[i] = _Track(t, boxes[i], det_embeddings[i])
                 self._tracks.append(owner[i])
+        for i, track in enumerate(owner):
+            if track is not None and track.first_look:
+                track.first_look = False
+                owner[i] = self._merge_into_lost(track) or track
 
         started = self._confirm_ready()
         newly_lost, ended = self._age_unseen(t)
@@ -223,22 +236,36 @@ class Tracker:
         that started after a lost one was last seen and looks like it is that person: the lost
         track takes over, and `track_id` ends with the next update."""
         track = next((tr for tr in self._tracks if tr.track_id == track_id), None)
-        if track is None:
+        if track is None or not self._whole(track.box):
             return
         track.see(embedding, self.config.embedding_smoothing)
+        track.first_look = False
+        if not track.is_lost:
+            self._merge_into_lost(track)
+
+    def _whole(self, box: np.ndarray) -> bool:
+        width, height = box[2] - box[0], box[3] - box[1]
+        return width >= self.config.min_embedding_aspect * height
+
+    def _merge_into_lost(self, track: _Track) -> _Track | None:
+        """The lost track `track` is the same person as, if any: it takes over and `track` goes."""
         earlier = [tr for tr in self._tracks if tr.is_lost and tr.embedding is not None
                    and tr.t_last_seen < track.t_first]
-        if track.is_lost or not earlier:
-            return
+        if not earlier:
+            return None
         distances = self._embedding_distances(earlier, [track.embedding])[:, 0]
         best = int(np.argmin(distances))
         if distances[best] > self.config.reid_embedding_distance:
-            return
-        earlier[best].take_over(track)
-        earlier[best].see(track.embedding, self.config.embedding_smoothing)
+            return None
+        found = earlier[best]
+        found.take_over(track)
+        found.see(track.embedding, self.config.embedding_smoothing)
+        found.first_look = False
         self._tracks.remove(track)
-        self._merged.append(track.end())
-        self._recovered.append(earlier[best].track_id)
+        if track.confirmed:
+            self._merged.append(track.end())
+        self._recovered.append(found.track_id)
+        return found
 
     def end_all(self) -> tuple[TrackEnd, ...]:
         """At the end of the stream: ends every confirmed track."""

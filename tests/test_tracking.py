@@ -309,3 +309,20 @@ def test_appearance_keeps_two_same_size_faces_apart_where_motion_cannot():
 
     assert run(with_appearance=False) == (2, 1)
     assert run(with_appearance=True) == (1, 2)
+
+
+def test_a_face_cut_by_the_edge_is_not_judged_by_its_embedding_and_gets_its_id_once_whole():
+    rng = np.random.default_rng(5)
+    ada = person(1)
+    tracker = Tracker()
+    for f in range(10):
+        tracker.update(f / FPS, np.array([box(500, 200, 60)]), np.array([0.9]), [seen_as(ada, rng)])
+    for f in range(10, 110):
+        feed(tracker, f, [])
+    # back at the right edge: a box 32 px wide for a 60 px face, whose embedding is off
+    edge = [612, 170, 644, 230]
+    cut = [tracker.update(f / FPS, np.array([edge]), np.array([0.9]), [person(7)]) for f in range(110, 113)]
+    assert cut[-1].track_ids == (2,)  # a stranger's look on half a face neither vetoes nor names
+    whole = tracker.update(113 / FPS, np.array([box(600, 200, 60)]), np.array([0.9]), [seen_as(ada, rng)])
+    assert whole.track_ids == (1,) and whole.recovered == (1,)
+    assert [e.track_id for e in whole.ended] == [2]
