@@ -99,6 +99,9 @@ class StreamTracker:
         self._banner: tuple[str, float] | None = None
         # quality of the face each track's latest age/gender job was cut from (fusion weight)
         self._quality: dict[int, float] = {}
+        # the box of the face each track's latest identity job was cut from: the tracker trusts
+        # an embedding only from a whole face, not one cut by the frame's edge
+        self._identity_box: dict[int, np.ndarray] = {}
 
     def add(self, seq: int, t: float, faces: FaceBoxes | None, t_capture: float | None = None) -> list[FrameWork]:
         """Detections of frame `seq` (None: the frame was dropped) at stream time `t`, captured at
@@ -138,6 +141,8 @@ class StreamTracker:
         for tid in by_task.get(str(Task.AGE_GENDER), ()):
             i = index_of[tid]
             self._quality[tid] = face_quality(faces.boxes[i], faces.scores[i], faces.landmarks[i], self.fusion_config)
+        for tid in by_task.get(str(Task.IDENTITY), ()):
+            self._identity_box[tid] = faces.boxes[index_of[tid]]
         jobs = tuple(JobSpec(task, tuple(index_of[tid] for tid in tids), tuple(tids)) for task, tids in by_task.items())
         return FrameWork(seq, t_capture, faces, tuple(update.track_ids), jobs, tuple(events), t)
 
@@ -153,6 +158,7 @@ class StreamTracker:
             self._result_t.pop(end.track_id, None)
             self._unmatched.pop(end.track_id, None)
             self._quality.pop(end.track_id, None)
+            self._identity_box.pop(end.track_id, None)
         return events
 
     def finish(self, t: float) -> list[dict]:
@@ -176,7 +182,7 @@ class StreamTracker:
             if result.expression is not None:
                 fusion.add_expression(result.expression.probs[row])
             if result.embeddings is not None:
-                self.tracker.set_embedding(track_id, result.embeddings[row])
+                self.tracker.set_embedding(track_id, result.embeddings[row], self._identity_box.get(track_id))
             if result.matches:
                 match = result.matches[row]
                 fusion.add_identity(match.name if match else None, match.distance if match else float("inf"))

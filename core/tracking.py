@@ -230,13 +230,15 @@ class Tracker:
             ended=merged + ended,
         )
 
-    def set_embedding(self, track_id: int, embedding: np.ndarray) -> None:
-        """Attach an identity embedding (e.g. from the identity actor) for the appearance check.
+    def set_embedding(self, track_id: int, embedding: np.ndarray, box: np.ndarray | None = None) -> None:
+        """Attach an identity embedding (e.g. from the identity actor) for the appearance check;
+        `box`: the face's box in the frame the embedding was computed from (default: the track's
+        box now; results come frames late, when a face may have moved off the edge or back).
         Unknown or ended ids are ignored: results may arrive after their track ended. A track
         that started after a lost one was last seen and looks like it is that person: the lost
         track takes over, and `track_id` ends with the next update."""
         track = next((tr for tr in self._tracks if tr.track_id == track_id), None)
-        if track is None or not self._whole(track.box):
+        if track is None or not self._whole(np.asarray(track.box if box is None else box, dtype=np.float64)):
             return
         track.see(embedding, self.config.embedding_smoothing)
         track.first_look = False
