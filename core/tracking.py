@@ -74,6 +74,8 @@ class TrackerConfig:
     # frame's edge or by a face in front: its embedding describes half a face and lands within
     # 0.55-0.6 of strangers, so it is ignored
     min_embedding_aspect: float = 0.55
+    # ...unless it lies this close to a lost track's (half faces of strangers came to 0.55)
+    reid_cut_embedding_distance: float = 0.4
     # weights of the newest measurement: lower is steadier against detector jitter, which on a
     # 30-pixel face easily changes the box area by half from one frame to the next
     velocity_smoothing: float = 0.3
@@ -238,30 +240,41 @@ class Tracker:
         that started after a lost one was last seen and looks like it is that person: the lost
         track takes over, and `track_id` ends with the next update."""
         track = next((tr for tr in self._tracks if tr.track_id == track_id), None)
-        if track is None or not self._whole(np.asarray(track.box if box is None else box, dtype=np.float64)):
+        if track is None:
             return
-        track.see(embedding, self.config.embedding_smoothing)
-        track.first_look = False
+        look = np.asarray(embedding, dtype=np.float64)
+        look = look / max(float(np.linalg.norm(look)), 1e-12)
+        whole = self._whole(np.asarray(track.box if box is None else box, dtype=np.float64))
+        if whole:
+            track.see(look, self.config.embedding_smoothing)
+            track.first_look = False
         if not track.is_lost:
-            self._merge_into_lost(track)
+            # judged by this look alone (the running mean may still hold a poor first look); a
+            # cut face's look never shapes the track's appearance, but one very close to a lost
+            # track's still names it
+            cfg = self.config
+            self._merge_into_lost(track, look, cfg.reid_embedding_distance if whole else cfg.reid_cut_embedding_distance)
 
     def _whole(self, box: np.ndarray) -> bool:
         width, height = box[2] - box[0], box[3] - box[1]
         return width >= self.config.min_embedding_aspect * height
 
-    def _merge_into_lost(self, track: _Track) -> _Track | None:
-        """The lost track `track` is the same person as, if any: it takes over and `track` goes."""
+    def _merge_into_lost(self, track: _Track, look: np.ndarray | None = None,
+                         max_distance: float | None = None) -> _Track | None:
+        """The lost track `track` is the same person as, if any, by `look` (default: its running
+        appearance): it takes over and `track` goes."""
         earlier = [tr for tr in self._tracks if tr.is_lost and tr.embedding is not None
                    and tr.t_last_seen < track.t_first]
         if not earlier:
             return None
-        distances = self._embedding_distances(earlier, [track.embedding])[:, 0]
+        distances = self._embedding_distances(earlier, [track.embedding if look is None else look])[:, 0]
         best = int(np.argmin(distances))
-        if distances[best] > self.config.reid_embedding_distance:
+        if distances[best] > (self.config.reid_embedding_distance if max_distance is None else max_distance):
             return None
         found = earlier[best]
         found.take_over(track)
-        found.see(track.embedding, self.config.embedding_smoothing)
+        if track.embedding is not None:
+            found.see(track.embedding, self.config.embedding_smoothing)
         found.first_look = False
         self._tracks.remove(track)
         if track.confirmed:

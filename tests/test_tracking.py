@@ -326,3 +326,20 @@ def test_a_face_cut_by_the_edge_is_not_judged_by_its_embedding_and_gets_its_id_o
     whole = tracker.update(113 / FPS, np.array([box(600, 200, 60)]), np.array([0.9]), [seen_as(ada, rng)])
     assert whole.track_ids == (1,) and whole.recovered == (1,)
     assert [e.track_id for e in whole.ended] == [2]
+
+
+def test_a_look_at_a_cut_face_names_a_lost_track_only_when_very_close():
+    rng = np.random.default_rng(6)
+    ada = person(1)
+    for look, same in ((seen_as(ada, rng, 0.008), True), (seen_as(ada, rng, 0.03), False)):
+        tracker = Tracker()
+        for f in range(10):
+            feed(tracker, f, [box(500, 200, 60)])
+        tracker.set_embedding(1, seen_as(ada, rng, 0.004))
+        for f in range(10, 110):
+            feed(tracker, f, [])
+        for f in range(110, 113):
+            feed(tracker, f, [box(620, 200, 60)])
+        # the identity job's crop came from a face half out of the picture
+        tracker.set_embedding(2, look, box=np.array([612.0, 170.0, 644.0, 230.0]))
+        assert feed(tracker, 113, [box(620, 200, 60)]).track_ids == ((1,) if same else (2,))
