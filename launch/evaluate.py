@@ -67,7 +67,7 @@ def parse_args(argv):
                    help="test-time views, as launch/analyze.py (default on)")
     r.add_argument("--min-face", type=float, default=FusionConfig().min_face_px,
                    help="faces smaller than this (pixels, square root of the box area) are listed, "
-                        "not scored: fusion leaves them out (default %(default)s)")
+                        "not scored: fusion counts them only while a track has nothing better (default %(default)s)")
     r.add_argument("--max-age-spread", type=float, default=4.0)
     r.add_argument("--max-gender-spread", type=float, default=0.1)
     r.add_argument("--out", type=Path, default=Path("out"), help="output folder for steadiness.json")

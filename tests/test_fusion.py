@@ -130,7 +130,7 @@ def test_face_quality_drops_small_low_score_and_turned_faces():
     config = FusionConfig(min_face_px=36, full_face_px=80)
     big, frontal = face_at(120)
     assert face_quality(big, 0.9, frontal, config) == pytest.approx(0.9, abs=0.02)
-    assert face_quality(*face_at(30)[:1], 0.9, face_at(30)[1], config) == 0.0
+    assert face_quality(*face_at(30)[:1], 0.9, face_at(30)[1], config) < 0.001
     assert 0.0 < face_quality(*face_at(50)[:1], 0.9, face_at(50)[1], config) < 0.5
     assert face_quality(big, 0.5, frontal, config) < face_quality(big, 0.9, frontal, config)
     turned = face_at(120, nose_shift=0.3)[1]
@@ -141,7 +141,7 @@ def test_estimates_count_by_quality_and_weightless_ones_not_at_all():
     track = fusion()
     track.add_age(one_hot(40), weight=0.9)
     track.add_age(one_hot(20), weight=0.1)
-    track.add_age(one_hot(5), weight=0.0)  # a face below the minimum size
+    track.add_age(one_hot(5), weight=0.0)
     track.add_gender(np.array([0.1, 0.9]), weight=0.9)
     track.add_gender(np.array([0.9, 0.1]), weight=0.1)
     track.add_gender(np.array([1.0, 0.0]), weight=0.0)
@@ -163,3 +163,15 @@ def test_age_interval_spans_what_the_frames_disagree_on():
     assert 12.0 < high - low < 24.0
     # all the mass on one bin: that bin's year, half a year either side
     assert quantiles(one_hot(52), AGE_BINS, (0.1, 0.5, 0.9)) == pytest.approx((51.6, 52.0, 52.4))
+
+
+def test_a_track_of_small_faces_still_gets_an_estimate_until_a_larger_face_outweighs_it():
+    config = FusionConfig()
+    track = fusion()
+    small_box, small_points = face_at(30)
+    for _ in range(30):
+        track.add_age(one_hot(20), face_quality(small_box, 0.9, small_points, config))
+    assert track.snapshot().age == pytest.approx(20.0)
+    big_box, big_points = face_at(100)
+    track.add_age(one_hot(50), face_quality(big_box, 0.9, big_points, config))
+    assert track.snapshot().age > 49.0
