@@ -14,6 +14,16 @@ from core.messages import IdentityMatch
 
 @dataclass(frozen=True, slots=True)
 class FusionConfig:
+    # a face smaller than this (square root of its box area, pixels) gives age and gender
+    # estimates that swing by decades with the crop (obama3.jpg at 33 px: 36 years, at 49-97 px:
+    # 49-52): they count only while the track has nothing better
+    min_face_px: float = 36.0
+    # the weight of such an estimate: a single face above the minimum outweighs a thousand
+    small_face_weight: float = 1e-3
+    # faces this large and larger count fully; between the two the weight rises linearly
+    full_face_px: float = 80.0
+    # the age interval reported: these quantiles of the fused posterior
+    age_interval_quantiles: tuple[float, float] = (0.1, 0.9)
     # sliding windows, in observations
     age_window: int = 30
     gender_window: int = 30
@@ -46,6 +56,9 @@ class FusedAttributes:
 
     age: float | None
     age_posterior: np.ndarray | None
+    # the age_interval_quantiles of the fused posterior: where the track's age lies, as far as
+    # the model and the frames seen so far agree
+    age_interval: tuple[float, float] | None
     gender: str | None
     gender_score: float | None
     expression: str | None
@@ -55,6 +68,35 @@ class FusedAttributes:
     age_gender_converged: bool
     observations: ObservationCounts
     lookalike: IdentityMatch | None = None
+
+
+def face_quality(box, score: float, landmarks, config: FusionConfig) -> float:
+    """How much one face's age and gender estimates should count, 0 to 1: its size (next to
+    nothing below `min_face_px`), the detector's score, and how frontal it is. Frontalness comes from dlib's 5
+    landmarks: the nose base lies midway between the eyes on a frontal face and moves towards
+    one eye as the head turns."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = np.sqrt(max(x2 - x1, 0.0) * max(y2 - y1, 0.0))
+    size = np.clip((side - config.min_face_px) / (config.full_face_px - config.min_face_px), 0.1, 1.0)
+    if side < config.min_face_px:
+        size = config.small_face_weight
+    points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    eye_a, eye_b, nose = points[0:2].mean(0), points[2:4].mean(0), points[4]
+    across = eye_b - eye_a
+    offset = abs(float((nose - (eye_a + eye_b) / 2) @ across)) / max(float(across @ across), 1e-6)
+    frontal = np.clip(1.0 - 2.0 * offset, 0.1, 1.0)
+    return float(size * np.clip(score, 0.0, 1.0) * frontal)
+
+
+def quantiles(posterior: np.ndarray, values: np.ndarray, qs: Sequence[float]) -> tuple[float, ...]:
+    """Quantiles of a discrete posterior over sorted `values`, each bin's mass spread evenly from
+    halfway to its lower neighbour to halfway to its upper one (all of it on 52 years: 51.5-52.5)."""
+    values = np.asarray(values, dtype=np.float64)
+    mids = (values[1:] + values[:-1]) / 2
+    edges = np.concatenate([[max(values[0] - (mids[0] - values[0]), 0.0)], mids,
+                            [values[-1] + (values[-1] - mids[-1])]])
+    cumulative = np.concatenate([[0.0], np.cumsum(posterior) / np.sum(posterior)])
+    return tuple(float(np.interp(q, cumulative, edges)) for q in qs)
 
 
 class TrackFusion:
@@ -73,19 +115,28 @@ class TrackFusion:
         self._gender_labels = tuple(gender_labels)
         self._expression_labels = tuple(expression_labels)
         self._age_posteriors: deque[np.ndarray] = deque(maxlen=config.age_window)
+        self._age_weights: deque[float] = deque(maxlen=config.age_window)
         self._gender_probs: deque[np.ndarray] = deque(maxlen=config.gender_window)
+        self._gender_weights: deque[float] = deque(maxlen=config.gender_window)
         self._expression: np.ndarray | None = None
         self._identity_matches: deque[tuple[str | None, float]] = deque(maxlen=config.identity_window)
         self._nearest: deque[IdentityMatch] = deque(maxlen=config.identity_window)
         self._counts = Counter[str]()
 
-    def add_age(self, posterior: np.ndarray) -> None:
+    def add_age(self, posterior: np.ndarray, weight: float = 1.0) -> None:
+        """`weight`: the face's quality (`face_quality`); 0 leaves the estimate out."""
+        if weight <= 0:
+            return
         posterior = np.asarray(posterior, dtype=np.float64)
         self._age_posteriors.append(posterior / posterior.sum())
+        self._age_weights.append(float(weight))
         self._counts["age"] += 1
 
-    def add_gender(self, probs: np.ndarray) -> None:
+    def add_gender(self, probs: np.ndarray, weight: float = 1.0) -> None:
+        if weight <= 0:
+            return
         self._gender_probs.append(np.asarray(probs, dtype=np.float64))
+        self._gender_weights.append(float(weight))
         self._counts["gender"] += 1
 
     def add_expression(self, probs: np.ndarray) -> None:
@@ -108,9 +159,12 @@ class TrackFusion:
         gender, gender_score = self._gender()
         expression, expression_scores = self._fused_expression()
         identity, identity_distance = self._identity_vote()
+        interval = None if age_posterior is None else quantiles(
+            age_posterior, self._age_bins, self.config.age_interval_quantiles)
         return FusedAttributes(
             age=None if age_posterior is None else float(age_posterior @ self._age_bins),
             age_posterior=age_posterior,
+            age_interval=interval,
             gender=gender,
             gender_score=gender_score,
             expression=expression,
@@ -128,14 +182,14 @@ class TrackFusion:
     def _age_posterior(self) -> np.ndarray | None:
         if not self._age_posteriors:
             return None
-        mean = np.mean(self._age_posteriors, axis=0)
+        mean = np.average(self._age_posteriors, axis=0, weights=self._age_weights)
         mean.setflags(write=False)
         return mean
 
     def _gender(self) -> tuple[str | None, float | None]:
         if not self._gender_probs:
             return None, None
-        mean = np.mean(self._gender_probs, axis=0)
+        mean = np.average(self._gender_probs, axis=0, weights=self._gender_weights)
         best = int(np.argmax(mean))
         return self._gender_labels[best], float(mean[best])
 

@@ -11,9 +11,9 @@ def _r(value: float, digits: int = 2) -> float:
 
 
 def face_record(box, score, landmarks, age, gender, gender_score, expression, expression_scores,
-                identity) -> dict:
+                identity, age_interval=None) -> dict:
     """One face as the batch record and the `frame` event carry it. `identity` is
-    `{"name": .., "distance": ..}` or None."""
+    `{"name": .., "distance": ..}` or None; `age_interval` (low, high) years or None."""
     return {
         "box": [_r(v, 1) for v in box],
         "score": _r(score, 3),
@@ -24,6 +24,7 @@ def face_record(box, score, landmarks, age, gender, gender_score, expression, ex
         "expression": expression,
         "expression_scores": {k: _r(v, 3) for k, v in (expression_scores or {}).items()},
         "identity": identity,
+        "age_interval": None if age_interval is None else [_r(v, 1) for v in age_interval],
     }
 
 

@@ -9,8 +9,8 @@ import numpy as np
 
 from core.draw import FaceLabel
 from core.events import frame_event, track_event
-from core.fusion import FusedAttributes, FusionConfig, TrackFusion
-from core.messages import FaceBoxes, Recognised
+from core.fusion import FusedAttributes, FusionConfig, TrackFusion, face_quality
+from core.messages import FaceBoxes, IdentityMatch, Recognised
 from core.records import face_record
 from core.tracking import UNCONFIRMED, Tracker, TrackerConfig
 from core.budget import BudgetConfig, RecognitionBudget, Task, VisibleTrack
@@ -86,6 +86,11 @@ class StreamTracker:
         self._enrolling: set[int] = set()
         self._events: list[dict] = []
         self._banner: tuple[str, float] | None = None
+        # quality of the face each track's latest age/gender job was cut from (fusion weight)
+        self._quality: dict[int, float] = {}
+        # the box of the face each track's latest identity job was cut from: the tracker trusts
+        # an embedding only from a whole face, not one cut by the frame's edge
+        self._identity_box: dict[int, np.ndarray] = {}
 
     def add(self, seq: int, t: float, faces: FaceBoxes | None, t_capture: float | None = None,
             carried: bool = False) -> list[FrameWork]:
@@ -128,6 +133,11 @@ class StreamTracker:
         for job in self.budget.plan(t, visible):
             if job.task in self.tasks:
                 by_task.setdefault(str(job.task), []).append(job.track_id)
+        for tid in by_task.get(str(Task.AGE_GENDER), ()):
+            i = index_of[tid]
+            self._quality[tid] = face_quality(faces.boxes[i], faces.scores[i], faces.landmarks[i], self.fusion_config)
+        for tid in by_task.get(str(Task.IDENTITY), ()):
+            self._identity_box[tid] = faces.boxes[index_of[tid]]
         jobs = tuple(JobSpec(task, tuple(index_of[tid] for tid in tids), tuple(tids)) for task, tids in by_task.items())
         return FrameWork(seq, t_capture, faces, tuple(update.track_ids), jobs, tuple(events), t)
 
@@ -141,7 +151,7 @@ class StreamTracker:
         self.budget.forget([e.track_id for e in ended])
         for end in ended:
             # per-track state goes with its track: a long run must not grow with every face seen
-            for state in (self._result_t, self._unmatched, self._named):
+            for state in (self._result_t, self._unmatched, self._named, self._quality, self._identity_box):
                 state.pop(end.track_id, None)
             for state in (self._matched, self._alarmed, self._enrolling):
                 state.discard(end.track_id)
@@ -160,14 +170,15 @@ class StreamTracker:
                 continue
             if t_frame is not None:
                 self._result_t.setdefault(track_id, {})[result.task] = t_frame
+            weight = self._quality.get(track_id, 1.0)
             if result.age is not None:
-                fusion.add_age(result.age.posteriors[row])
+                fusion.add_age(result.age.posteriors[row], weight)
             if result.gender is not None:
-                fusion.add_gender(result.gender.probs[row])
+                fusion.add_gender(result.gender.probs[row], weight)
             if result.expression is not None:
                 fusion.add_expression(result.expression.probs[row])
             if result.embeddings is not None:
-                self.tracker.set_embedding(track_id, result.embeddings[row])
+                self.tracker.set_embedding(track_id, result.embeddings[row], self._identity_box.get(track_id))
             if result.matches:
                 match = result.matches[row]
                 # a look-alike votes "unknown": it is who the face resembles, not who it is
@@ -222,7 +233,7 @@ class StreamTracker:
             if fused is not None and fused.identity is None and track_id in self._named:
                 fused = replace(fused, identity=self._named[track_id], identity_distance=0.0)
             record = face_record(box, work.faces.scores[i], work.faces.landmarks[i], *(
-                _attributes(fused) if fused else (None,) * 6))
+                _attributes(fused) if fused else (None,) * 7))
             record["track_id"] = track_id
             record["lookalike"] = _lookalike(fused)
             if work.carried:
@@ -247,14 +258,15 @@ class StreamTracker:
 
 def _attributes(f: FusedAttributes):
     identity = {"name": f.identity, "distance": round(float(f.identity_distance), 3)} if f.identity else None
-    return f.age, f.gender, f.gender_score, f.expression, f.expression_scores, identity
+    return f.age, f.gender, f.gender_score, f.expression, f.expression_scores, identity, f.age_interval
 
 
 def _fused_record(f: FusedAttributes) -> dict:
-    age, gender, gender_score, expression, _, identity = _attributes(f)
+    age, gender, gender_score, expression, _, identity, interval = _attributes(f)
     return {"age": None if age is None else round(float(age), 1), "gender": gender,
             "gender_score": None if gender_score is None else round(float(gender_score), 3),
-            "expression": expression, "identity": identity, "lookalike": _lookalike(f)}
+            "expression": expression, "identity": identity, "lookalike": _lookalike(f),
+            "age_interval": None if interval is None else [round(float(v), 1) for v in interval]}
 
 
 def _lookalike(f: FusedAttributes | None) -> dict | None:
@@ -275,10 +287,12 @@ def _label_lines(track_id: int, fused: FusedAttributes | None) -> tuple[str, ...
         return ()
     head = f"#{track_id}"
     if fused.identity:
-        head += f" {fused.identity}"
+        head += f" {fused.identity} {fused.identity_distance:.2f}"
     lines = [head]
-    if fused.age is not None or fused.gender:
-        lines.append(" ".join(p for p in (fused.gender or "", f"{fused.age:.0f}" if fused.age is not None else "") if p))
+    gender = f"{fused.gender} {fused.gender_score:.0%}" if fused.gender else ""
+    age = f"{fused.age:.0f} ({fused.age_interval[0]:.0f}-{fused.age_interval[1]:.0f})" if fused.age is not None else ""
+    if age or gender:
+        lines.append(" ".join(p for p in (gender, age) if p))
     if fused.expression:
         lines.append(fused.expression)
     return tuple(lines)

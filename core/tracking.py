@@ -1,11 +1,20 @@
-"""Face tracker: gives each face a stable id across frames, through crossings and short occlusions.
+"""Face tracker: gives each face a stable id across frames, through crossings, occlusions and absences.
 
 Association runs in three rounds, most trusted tracks first, each solved as one assignment problem
 with `scipy.optimize.linear_sum_assignment` (a greedy loop swaps ids where two faces cross):
   1. confirmed tracks seen within `coast_s`, at their constant-velocity predicted box;
-  2. lost tracks (unseen for longer, but within `reid_window_s`), near where they left or along
-     their predicted path: a lost face that comes back gets its id back;
+  2. lost tracks (unseen for longer, but within `reid_window_s`): by appearance anywhere in the
+     picture and at any size, since a person who comes back need not come back where they left;
+     without appearance only near where they left or along their path, and only for
+     `reid_by_position_s`, because after that a newcomer in the same spot is as likely;
   3. tentative tracks.
+Appearance is the identity embedding (L2-normalised; distances compared on dlib's scale, where 0.6
+separates people): where a track and a detection both have one it joins the cost and vetoes pairs
+of clearly different people. Embeddings usually come later than detections (the identity pool
+runs after a track is confirmed), so a person who comes back first gets a new id; when that
+track's embedding arrives (`set_embedding`) and matches a lost track it takes the lost id back
+and its short-lived id is reported as ended.
+
 Detections left over start tentative tracks. A tentative track gets its id once it has
 `confirm_hits` hits, so the ids a viewer sees are never wasted on one-frame false detections;
 until then its detections report -1.
@@ -23,6 +32,11 @@ from itertools import count
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from core.geometry import areas as _areas
+from core.geometry import centre_distances as _centre_distances
+from core.geometry import centres as _centres
+from core.geometry import iou_matrix as _iou
+
 UNCONFIRMED = -1
 _FORBIDDEN = 1e6
 
@@ -34,7 +48,9 @@ class TrackerConfig:
     # a confirmed track without hits is matched at its predicted box for this long, then it is lost
     coast_s: float = 0.6
     # a lost track can take its id back until this long after its last hit; then it ends
-    reid_window_s: float = 2.0
+    reid_window_s: float = 10.0
+    # ...but only by appearance after this long: by position alone a newcomer would take it
+    reid_by_position_s: float = 2.0
     # gates, in face sizes (square root of the box area)
     max_centre_distance: float = 1.0
     # the gate widens while a track goes unseen, because its motion is then only a guess
@@ -45,8 +61,21 @@ class TrackerConfig:
     distance_weight: float = 1.0
     area_weight: float = 0.5
     appearance_weight: float = 1.0
-    # dlib ResNet embeddings: same person below 0.6
-    max_embedding_distance: float = 0.6
+    # embeddings are L2-normalised; x1.4 gives dlib's scale (models/zoo.toml distance_scale)
+    embedding_distance_scale: float = 1.4
+    # on dlib's scale. Frames of one face lie 0.1-0.35 apart, people 0.55 and more (README); a
+    # face half hidden at a crossing drifts towards 0.6, so the veto among visible tracks is looser
+    # than the bar for taking back a lost id with no position to go by
+    max_embedding_distance: float = 0.7
+    reid_embedding_distance: float = 0.5
+    # weight of the newest embedding in a track's running appearance
+    embedding_smoothing: float = 0.3
+    # a face box narrower than this (width / height; a whole face is 0.65-0.85) is cut by the
+    # frame's edge or by a face in front: its embedding describes half a face and lands within
+    # 0.55-0.6 of strangers, so it is ignored
+    min_embedding_aspect: float = 0.55
+    # ...unless it lies this close to a lost track's (half faces of strangers came to 0.55)
+    reid_cut_embedding_distance: float = 0.4
     # weights of the newest measurement: lower is steadier against detector jitter, which on a
     # 30-pixel face easily changes the box area by half from one frame to the next
     velocity_smoothing: float = 0.3
@@ -83,7 +112,7 @@ class TrackUpdate:
 
 class _Track:
     __slots__ = ("track_id", "box", "velocity", "t_first", "t_last_seen", "hits", "misses",
-                 "embedding", "is_lost")
+                 "embedding", "is_lost", "first_look")
 
     def __init__(self, t: float, box: np.ndarray, embedding: np.ndarray | None) -> None:
         self.track_id = UNCONFIRMED
@@ -93,8 +122,11 @@ class _Track:
         self.t_last_seen = t
         self.hits = 1
         self.misses = 0
-        self.embedding = embedding
+        self.embedding = None
         self.is_lost = False
+        self.first_look = False  # got its first embedding in this update
+        if embedding is not None:
+            self.see(embedding, 1.0)
 
     @property
     def confirmed(self) -> bool:
@@ -123,7 +155,22 @@ class _Track:
         self.misses = 0
         self.is_lost = False
         if embedding is not None:
-            self.embedding = embedding
+            self.see(embedding, cfg.embedding_smoothing)
+
+    def see(self, embedding: np.ndarray, smoothing: float) -> None:
+        embedding = np.asarray(embedding, dtype=np.float64)
+        self.first_look = self.embedding is None
+        if self.embedding is not None:
+            embedding = smoothing * embedding + (1.0 - smoothing) * self.embedding
+        self.embedding = embedding / max(float(np.linalg.norm(embedding)), 1e-12)
+
+    def take_over(self, other: _Track) -> None:
+        """This lost track is the person `other` has followed since coming back: it carries on
+        from where `other` is now."""
+        self.box, self.velocity, self.t_last_seen = other.box, other.velocity, other.t_last_seen
+        self.hits += other.hits
+        self.misses = 0
+        self.is_lost = False
 
     def end(self) -> TrackEnd:
         return TrackEnd(self.track_id, self.t_first, self.t_last_seen, self.hits)
@@ -136,6 +183,9 @@ class Tracker:
         self.config = config or TrackerConfig()
         self._tracks: list[_Track] = []
         self._next_id = count(1)
+        # tracks merged into a lost one by `set_embedding`, reported with the next update
+        self._merged: list[TrackEnd] = []
+        self._recovered: list[int] = []
 
     def update(
         self,
@@ -150,6 +200,7 @@ class Tracker:
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         det_embeddings = list(embeddings) if embeddings is not None else [None] * len(boxes)
+        det_embeddings = [e if self._whole(b) else None for e, b in zip(det_embeddings, boxes)]
         owner: list[_Track | None] = [None] * len(boxes)
 
         seen = [tr for tr in self._tracks if tr.confirmed and not tr.is_lost]
@@ -163,16 +214,22 @@ class Tracker:
             if track is None and scores[i] >= cfg.min_start_score:
                 owner[i] = _Track(t, boxes[i], det_embeddings[i])
                 self._tracks.append(owner[i])
+        for i, track in enumerate(owner):
+            if track is not None and track.first_look:
+                track.first_look = False
+                owner[i] = self._merge_into_lost(track) or track
 
         started = self._confirm_ready()
         newly_lost, ended = self._age_unseen(t)
+        merged, self._merged = tuple(self._merged), []
+        taken_back, self._recovered = self._recovered, []
         return TrackUpdate(
             t=t,
             track_ids=tuple(tr.track_id if tr is not None else UNCONFIRMED for tr in owner),
             started=started,
             lost=newly_lost,
-            recovered=tuple(tr.track_id for tr in recovered),
-            ended=ended,
+            recovered=tuple(taken_back) + tuple(tr.track_id for tr in recovered),
+            ended=merged + ended,
         )
 
     def predict(self, t: float) -> tuple[tuple[int, ...], np.ndarray]:
@@ -184,12 +241,55 @@ class Tracker:
         boxes = np.array([tr.box_at(t, self.config.coast_s) for tr in shown], dtype=np.float32).reshape(-1, 4)
         return tuple(tr.track_id for tr in shown), boxes
 
-    def set_embedding(self, track_id: int, embedding: np.ndarray) -> None:
-        """Attach an identity embedding (e.g. from the identity actor) for the appearance check.
-        Unknown or ended ids are ignored: results may arrive after their track ended."""
-        for track in self._tracks:
-            if track.track_id == track_id:
-                track.embedding = np.asarray(embedding, dtype=np.float64)
+    def set_embedding(self, track_id: int, embedding: np.ndarray, box: np.ndarray | None = None) -> None:
+        """Attach an identity embedding (e.g. from the identity actor) for the appearance check;
+        `box`: the face's box in the frame the embedding was computed from (default: the track's
+        box now; results come frames late, when a face may have moved off the edge or back).
+        Unknown or ended ids are ignored: results may arrive after their track ended. A track
+        that started after a lost one was last seen and looks like it is that person: the lost
+        track takes over, and `track_id` ends with the next update."""
+        track = next((tr for tr in self._tracks if tr.track_id == track_id), None)
+        if track is None:
+            return
+        look = np.asarray(embedding, dtype=np.float64)
+        look = look / max(float(np.linalg.norm(look)), 1e-12)
+        whole = self._whole(np.asarray(track.box if box is None else box, dtype=np.float64))
+        if whole:
+            track.see(look, self.config.embedding_smoothing)
+            track.first_look = False
+        if not track.is_lost:
+            # judged by this look alone (the running mean may still hold a poor first look); a
+            # cut face's look never shapes the track's appearance, but one very close to a lost
+            # track's still names it
+            cfg = self.config
+            self._merge_into_lost(track, look, cfg.reid_embedding_distance if whole else cfg.reid_cut_embedding_distance)
+
+    def _whole(self, box: np.ndarray) -> bool:
+        width, height = box[2] - box[0], box[3] - box[1]
+        return width >= self.config.min_embedding_aspect * height
+
+    def _merge_into_lost(self, track: _Track, look: np.ndarray | None = None,
+                         max_distance: float | None = None) -> _Track | None:
+        """The lost track `track` is the same person as, if any, by `look` (default: its running
+        appearance): it takes over and `track` goes."""
+        earlier = [tr for tr in self._tracks if tr.is_lost and tr.embedding is not None
+                   and tr.t_last_seen < track.t_first]
+        if not earlier:
+            return None
+        distances = self._embedding_distances(earlier, [track.embedding if look is None else look])[:, 0]
+        best = int(np.argmin(distances))
+        if distances[best] > (self.config.reid_embedding_distance if max_distance is None else max_distance):
+            return None
+        found = earlier[best]
+        found.take_over(track)
+        if track.embedding is not None:
+            found.see(track.embedding, self.config.embedding_smoothing)
+        found.first_look = False
+        self._tracks.remove(track)
+        if track.confirmed:
+            self._merged.append(track.end())
+        self._recovered.append(found.track_id)
+        return found
 
     def end_all(self) -> tuple[TrackEnd, ...]:
         """At the end of the stream: ends every confirmed track."""
@@ -233,42 +333,50 @@ class Tracker:
         predicted = np.stack([tr.box_at(t, cfg.coast_s) for tr in tracks])
         sizes = np.sqrt(_areas(predicted))[:, None]
         distance = _centre_distances(predicted, boxes) / sizes
+        unseen = np.array([t - tr.t_last_seen for tr in tracks])[:, None]
         if reid:
             left_at = np.stack([tr.box for tr in tracks])
             distance = np.minimum(distance, _centre_distances(left_at, boxes) / sizes)
-            gate = np.full((len(tracks), 1), cfg.reid_max_distance)
+            gate = np.where(unseen <= cfg.reid_by_position_s, cfg.reid_max_distance, -1.0)
         else:
-            unseen = np.array([t - tr.t_last_seen for tr in tracks])[:, None]
             gate = cfg.max_centre_distance + cfg.gate_growth_per_s * unseen
         log_area_ratio = np.abs(np.log(_areas(boxes)[None, :] / _areas(predicted)[:, None]))
+        appearance = self._embedding_distances(tracks, embeddings)
+        known = ~np.isnan(appearance)
+        appearance = np.nan_to_num(appearance)
+        misplaced = (distance > gate) | (log_area_ratio > np.log(cfg.max_area_ratio))
+        if reid:
+            # a returning face recognised by appearance may be anywhere, at any size: its
+            # position only breaks ties
+            recognised = known & (appearance <= cfg.reid_embedding_distance)
+            misplaced &= ~recognised
+            distance = np.minimum(distance, cfg.reid_max_distance)
+            log_area_ratio = np.minimum(log_area_ratio, np.log(cfg.max_area_ratio))
         cost = (
             cfg.iou_weight * (1.0 - _iou(predicted, boxes))
             + cfg.distance_weight * distance
             + cfg.area_weight * log_area_ratio
+            + cfg.appearance_weight * appearance
         )
-        appearance = self._embedding_distances(tracks, embeddings)
-        known = ~np.isnan(appearance)
-        cost[known] += cfg.appearance_weight * appearance[known]
-        forbidden = (
-            (distance > gate)
-            | (log_area_ratio > np.log(cfg.max_area_ratio))
-            | (known & (np.nan_to_num(appearance) > cfg.max_embedding_distance))
-        )
+        # a tentative track has seen a face once or twice, often half out of the picture as it
+        # comes in: its embedding is too weak a witness to veto anything
+        confirmed = np.array([tr.confirmed for tr in tracks])[:, None]
+        forbidden = misplaced | (confirmed & known & (appearance > cfg.max_embedding_distance))
         cost[forbidden] = _FORBIDDEN
         return cost
 
-    @staticmethod
     def _embedding_distances(
-        tracks: list[_Track], embeddings: list[np.ndarray | None]
+        self, tracks: list[_Track], embeddings: list[np.ndarray | None]
     ) -> np.ndarray:
-        """Euclidean distances where both sides have an embedding, NaN elsewhere."""
+        """Distances on dlib's scale where both sides have an embedding, NaN elsewhere."""
         out = np.full((len(tracks), len(embeddings)), np.nan)
-        for r, track in enumerate(tracks):
-            if track.embedding is None:
-                continue
-            for c, emb in enumerate(embeddings):
-                if emb is not None:
-                    out[r, c] = float(np.linalg.norm(track.embedding - emb))
+        rows = [r for r, tr in enumerate(tracks) if tr.embedding is not None]
+        cols = [c for c, emb in enumerate(embeddings) if emb is not None]
+        if rows and cols:
+            a = np.stack([tracks[r].embedding for r in rows])
+            b = np.stack([np.asarray(embeddings[c], dtype=np.float64) for c in cols])
+            b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
+            out[np.ix_(rows, cols)] = np.linalg.norm(a[:, None] - b[None], axis=2) * self.config.embedding_distance_scale
         return out
 
     def _confirm_ready(self) -> tuple[int, ...]:
@@ -294,7 +402,11 @@ class Tracker:
                     kept.append(track)
                 continue
             unseen = t - track.t_last_seen
-            if unseen > cfg.reid_window_s:
+            # without an appearance nothing can bring it back after the position window
+            window = cfg.reid_window_s
+            if track.embedding is None:
+                window = min(window, max(cfg.reid_by_position_s, cfg.coast_s))
+            if unseen > window:
                 ended.append(track.end())
                 continue
             if unseen > cfg.coast_s and not track.is_lost:
@@ -305,24 +417,3 @@ class Tracker:
         return tuple(newly_lost), tuple(ended)
 
 
-def _areas(boxes: np.ndarray) -> np.ndarray:
-    w = np.clip(boxes[:, 2] - boxes[:, 0], 1e-6, None)
-    h = np.clip(boxes[:, 3] - boxes[:, 1], 1e-6, None)
-    return w * h
-
-
-def _centres(boxes: np.ndarray) -> np.ndarray:
-    return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
-
-
-def _centre_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(_centres(a)[:, None, :] - _centres(b)[None, :, :], axis=2)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    return inter / (_areas(a)[:, None] + _areas(b)[None, :] - inter)

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import motmetrics as mm
 import numpy as np
+
+from core.events import frame_event, track_event
+from core.geometry import iou_matrix
+from core.tracking import Tracker, TrackerConfig
 
 TENTATIVE = -1
 # the MOTChallenge convention: a prediction covers a target when their IoU is at least 0.5
@@ -88,17 +92,31 @@ def load_mot_gt(path: Path) -> dict[int, list[tuple[int, list[float]]]]:
 
 def iou_distances(gt: list[list[float]], predicted: list[list[float]]) -> np.ndarray:
     """1 - IoU of [x1, y1, x2, y2] boxes, NaN (no match allowed) past MAX_IOU_DISTANCE."""
-    a = np.asarray(gt, dtype=np.float64).reshape(-1, 4)[:, None, :]
-    b = np.asarray(predicted, dtype=np.float64).reshape(-1, 4)[None, :, :]
-    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = w * h
-    union = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-             + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        distance = 1.0 - np.where(union > 0, inter / union, 0.0)
+    distance = 1.0 - iou_matrix(gt, predicted)
     distance[distance > MAX_IOU_DISTANCE] = np.nan
     return distance
+
+
+def tracked_events(stream: str, detections: Iterable[tuple[float, np.ndarray, np.ndarray,
+                                                        Sequence[np.ndarray | None] | None]],
+                   config: TrackerConfig = TrackerConfig()) -> list[dict]:
+    """Tracks per-frame detections (t, boxes, scores, embeddings or None) with no pipeline and
+    returns the frame and track_end events a lossless run would write: embeddings per detection
+    show what appearance can do when every identity result is in at once, an upper bound that
+    separates the tracker from the budget and timing of the identity pool."""
+    tracker = Tracker(config)
+    events: list[dict] = []
+    t = 0.0
+    for seq, (t, boxes, scores, embeddings) in enumerate(detections):
+        update = tracker.update(t, boxes, scores, embeddings)
+        events += [track_event("track_end", stream, e.track_id, t, t_first=e.t_first,
+                               t_last_seen=e.t_last_seen, hits=e.hits) for e in update.ended]
+        faces = [{"track_id": tid, "box": [float(v) for v in box], "score": float(score)}
+                 for tid, box, score in zip(update.track_ids, boxes, scores)]
+        events.append(frame_event(stream, seq, t, faces))
+    events += [track_event("track_end", stream, e.track_id, t, t_first=e.t_first,
+                           t_last_seen=e.t_last_seen, hits=e.hits) for e in tracker.end_all()]
+    return events
 
 
 def _ranges(frames: list[int]) -> tuple[tuple[int, int], ...]:
@@ -123,10 +141,12 @@ def _pick_stream(events: list[dict], stream: str | None) -> str | None:
 
 
 def score_tracks(events: Iterable[dict], gt_path: Path, truth_json_path: Path | None = None,
-                 stream: str | None = None, known_names: Collection[str] | None = None) -> TrackScore:
+                 stream: str | None = None, known_names: Collection[str] | None = None,
+                 processed_only: bool = False) -> TrackScore:
     """Scores one stream's confirmed faces against the ground truth. `known_names`: the people
     the gallery holds; anyone else should stay unnamed (identity None). None: everyone in the
-    truth is expected to be named."""
+    truth is expected to be named. `processed_only`: frames with no frame event (a live run
+    dropped them) are left out instead of counting as misses."""
     events = list(events)
     stream = _pick_stream(events, stream)
     events = [e for e in events if e.get("stream") == stream]
@@ -148,8 +168,12 @@ def score_tracks(events: Iterable[dict], gt_path: Path, truth_json_path: Path | 
 
     # frames the pipeline left out (dropped, or the run cut short) still count: their targets are misses
     last_frame = max([*gt, *predicted, int(truth.get("frames", 0))], default=0)
+    if processed_only:
+        gt = {frame: targets for frame, targets in gt.items() if frame in predicted}
     acc = mm.MOTAccumulator(auto_id=False)
     for frame in range(1, last_frame + 1):
+        if processed_only and frame not in predicted:
+            continue
         targets, hyps = gt.get(frame, []), predicted.get(frame, [])
         acc.update([i for i, _ in targets], [i for i, _ in hyps],
                    iou_distances([b for _, b in targets], [b for _, b in hyps]), frameid=frame)

@@ -37,11 +37,18 @@ class Recogniser:
         return _softmax(out) if self.entry.output == "logits" else out
 
 
+def _mean_over_views(probs: np.ndarray, views: int) -> np.ndarray:
+    """Rows are view-major (all faces of view 0, then of view 1...): the mean per face. Averaging
+    probabilities, not the numbers read from them, keeps a posterior a posterior."""
+    return probs.reshape(views, len(probs) // views, -1).mean(0)
+
+
 class AgeEstimator(Recogniser):
-    def __call__(self, chips: np.ndarray) -> AgeEstimates:
+    def __call__(self, chips: np.ndarray, views: int = 1) -> AgeEstimates:
+        """`views` > 1: `chips` holds that many views of each face, view-major; one estimate a face."""
         if not len(chips):
             return AgeEstimates(np.zeros(0, np.float32), np.zeros((0, len(self.entry.values)), np.float32))
-        posteriors = self.outputs(chips).astype(np.float32)
+        posteriors = _mean_over_views(self.outputs(chips), views).astype(np.float32)
         ages = posteriors @ np.asarray(self.entry.values, np.float32)
         return AgeEstimates(ages, posteriors)
 
@@ -49,10 +56,11 @@ class AgeEstimator(Recogniser):
 class Classifier(Recogniser):
     """Gender, expression, or any user attribute model: labelled class probabilities."""
 
-    def __call__(self, chips: np.ndarray) -> ClassScores:
+    def __call__(self, chips: np.ndarray, views: int = 1) -> ClassScores:
+        """`views` as for `AgeEstimator`."""
         if not len(chips):
             return ClassScores(self.entry.labels, np.zeros((0, len(self.entry.labels)), np.float32))
-        return ClassScores(self.entry.labels, self.outputs(chips).astype(np.float32))
+        return ClassScores(self.entry.labels, _mean_over_views(self.outputs(chips), views).astype(np.float32))
 
 
 class FaceEmbedder(Recogniser):

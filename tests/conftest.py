@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from core.geometry import iou  # noqa: F401  (tests import it from here)
+
 MEDIA = Path(__file__).parent / "media"
 PHOTOS = MEDIA / "photos"
 VIDEO = MEDIA / "video"
@@ -14,14 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Ray the tests start must stay on 127.0.0.1 (see actors/cluster.py and design.md).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
-
-def iou(a, b) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / area if area > 0 else 0.0
 
 
 def cut_clip(dst, frames: int, start: int = 0, src=None) -> str:

@@ -41,3 +41,30 @@ def test_face_rotated_in_the_image_comes_out_upright():
     expected = np.array([*DLIB_5PT_TEMPLATE[4], 1.0]) @ chip_transform(np.eye(3)[:2], 64, 0.2).T
     y, x = np.unravel_index(chip[:, :, 0].argmax(), chip.shape[:2])
     assert abs(x - expected[0]) <= 1.5 and abs(y - expected[1]) <= 1.5
+
+
+def test_views_shift_zoom_and_mirror_the_chip_about_the_template():
+    from models.align import View, cut_crops
+    from models.entry import CropSpec
+
+    pose = _similarity(0.0, 200.0, 100.0, 100.0)
+    landmarks = DLIB_5PT_TEMPLATE @ pose[:, :2].T + pose[:, 2]
+    image = np.zeros((500, 500, 3), np.uint8)
+    nx, ny = landmarks[4].round().astype(int)
+    image[ny - 2:ny + 3, nx - 2:nx + 3] = 255
+    spec = CropSpec(101, 0.0, "rgb")  # no padding: one template unit is 100 chip pixels
+
+    def nose(view):
+        chip = cut_crops(image, landmarks[None], [spec], view).chips[spec.key][0]
+        y, x = np.unravel_index(chip[:, :, 0].argmax(), chip.shape[:2])
+        return x, y
+
+    x0, y0 = nose(View())
+    assert abs(x0 - 100 * DLIB_5PT_TEMPLATE[4, 0]) <= 1.5 and abs(y0 - 100 * DLIB_5PT_TEMPLATE[4, 1]) <= 1.5
+    x, y = nose(View(dx=0.1))
+    assert abs(x - (x0 + 10)) <= 1.5 and abs(y - y0) <= 1.5
+    centre = 100 * DLIB_5PT_TEMPLATE.mean(0)
+    x, y = nose(View(zoom=1.2))  # zooming in moves every point away from the template's centre
+    assert abs(y - (centre[1] + 1.2 * (y0 - centre[1]))) <= 1.5
+    x, _ = nose(View(flip=True))
+    assert abs(x - (100 - x0)) <= 1.5

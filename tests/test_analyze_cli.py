@@ -29,6 +29,9 @@ def test_folder_with_bad_files_goes_on_and_reports(tmp_path, capsys):
     assert len(face["landmarks"]) == 5 and face["gender"] == "male" and face["expression"] == "happy"
     assert set(face["expression_scores"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
     assert face["identity"] is None and 0.5 < face["gender_score"] <= 1
+    # test-time views are on by default, and the age comes with the interval its posterior gives
+    low, high = face["age_interval"]
+    assert low < face["age"] < high and high - low < 40
     assert len(json.loads((out / "sub" / "two_people.json").read_text())["faces"]) == 2
     assert (out / "sub" / "two_people.annotated.jpg").stat().st_size > 10_000
     summary = json.loads((out / "summary.json").read_text())

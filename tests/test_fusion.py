@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from core.fusion import FusionConfig, TrackFusion
+from core.fusion import FusionConfig, TrackFusion, face_quality, quantiles
+from models.align import DLIB_5PT_TEMPLATE
 
 AGE_BINS = np.array([0.25, *range(1, 81)], dtype=float)
 GENDERS = ("female", "male")
@@ -136,3 +137,66 @@ def test_lookalike_vote_keeps_one_face_against_a_flicker():
     for name, d in [("bob", 0.7), ("cy", 0.6)]:
         tie.add_nearest(IdentityMatch(name, d, lookalike=True))
     assert tie.snapshot().lookalike.name == "cy"
+
+
+def one_hot(age: float) -> np.ndarray:
+    return (AGE_BINS == age).astype(float)
+
+
+def face_at(side: float, nose_shift: float = 0.0):
+    """Box and dlib-ordered landmarks of a face `side` pixels wide; `nose_shift` moves the nose
+    towards one eye by that share of the distance between the eyes, as a turned head does."""
+    points = DLIB_5PT_TEMPLATE * side + 100.0
+    points[4, 0] += nose_shift * (points[0:2, 0].mean() - points[2:4, 0].mean())
+    return [100.0, 100.0, 100.0 + side, 100.0 + side], points
+
+
+def test_face_quality_drops_small_low_score_and_turned_faces():
+    config = FusionConfig(min_face_px=36, full_face_px=80)
+    big, frontal = face_at(120)
+    assert face_quality(big, 0.9, frontal, config) == pytest.approx(0.9, abs=0.02)
+    assert face_quality(*face_at(30)[:1], 0.9, face_at(30)[1], config) < 0.001
+    assert 0.0 < face_quality(*face_at(50)[:1], 0.9, face_at(50)[1], config) < 0.5
+    assert face_quality(big, 0.5, frontal, config) < face_quality(big, 0.9, frontal, config)
+    turned = face_at(120, nose_shift=0.3)[1]
+    assert face_quality(big, 0.9, turned, config) == pytest.approx(0.9 * 0.4, abs=0.02)
+
+
+def test_estimates_count_by_quality_and_weightless_ones_not_at_all():
+    track = fusion()
+    track.add_age(one_hot(40), weight=0.9)
+    track.add_age(one_hot(20), weight=0.1)
+    track.add_age(one_hot(5), weight=0.0)
+    track.add_gender(np.array([0.1, 0.9]), weight=0.9)
+    track.add_gender(np.array([0.9, 0.1]), weight=0.1)
+    track.add_gender(np.array([1.0, 0.0]), weight=0.0)
+    snap = track.snapshot()
+    assert snap.age == pytest.approx(38.0)
+    assert (snap.gender, snap.gender_score) == ("male", pytest.approx(0.82))
+    assert snap.observations.age == snap.observations.gender == 2
+
+
+def test_age_interval_spans_what_the_frames_disagree_on():
+    rng = np.random.default_rng(3)
+    track = fusion()
+    for _ in range(30):
+        track.add_age(noisy_age_posterior(rng, 37.0))
+    snap = track.snapshot()
+    low, high = snap.age_interval
+    assert low < 37.0 < high and low < snap.age < high
+    # frames off by ~6 years, each peaked with ~4 years of spread: roughly +-1.28 x 7 years
+    assert 12.0 < high - low < 24.0
+    # all the mass on one bin: that bin's year, half a year either side
+    assert quantiles(one_hot(52), AGE_BINS, (0.1, 0.5, 0.9)) == pytest.approx((51.6, 52.0, 52.4))
+
+
+def test_a_track_of_small_faces_still_gets_an_estimate_until_a_larger_face_outweighs_it():
+    config = FusionConfig()
+    track = fusion()
+    small_box, small_points = face_at(30)
+    for _ in range(30):
+        track.add_age(one_hot(20), face_quality(small_box, 0.9, small_points, config))
+    assert track.snapshot().age == pytest.approx(20.0)
+    big_box, big_points = face_at(100)
+    track.add_age(one_hot(50), face_quality(big_box, 0.9, big_points, config))
+    assert track.snapshot().age > 49.0

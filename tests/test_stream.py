@@ -152,6 +152,8 @@ def test_results_show_in_the_frame_output_fused():
     assert face["track_id"] == track_id
     assert face["box"] == list(FACE)
     assert (face["age"], face["gender"], face["gender_score"]) == (35.0, "male", 0.8)
+    # one frame said 30, one 40: the 10th-90th percentile interval spans both
+    assert face["age_interval"] == [29.7, 40.3]
     assert face["expression"] == "happy"
     assert set(face["expression_scores"]) == set(EXPRESSIONS) and face["expression_scores"]["happy"] == 0.8
     assert face["identity"] == {"name": "ada", "distance": 0.3}
@@ -160,7 +162,7 @@ def test_results_show_in_the_frame_output_fused():
 
     [label] = output.labels
     assert label.box == FACE and label.key == track_id
-    assert label.lines == (f"#{track_id} ada", "male 35", "happy")
+    assert label.lines == (f"#{track_id} ada 0.30", "male 80% 35 (30-40)", "happy")
 
 
 def test_a_face_before_its_results_is_labelled_by_track_only():
@@ -212,6 +214,7 @@ def test_finish_ends_every_track_with_its_fused_attributes():
     assert end["type"] == "track_end" and end["v"] == 1 and end["stream"] == "cam"
     assert (end["age"], end["gender"], end["gender_score"], end["expression"]) == (52.0, "female", 0.8, "surprise")
     assert end["identity"] == {"name": "grace", "distance": 0.25}
+    assert end["age_interval"] == [51.6, 52.4]
     assert end["t"] == work.t_capture and end["t_first"] == 0.0 and end["t_last_seen"] == work.t_capture
     assert end["hits"] == work.seq + 1
     assert ends[second]["age"] is ends[second]["gender"] is ends[second]["expression"] is None
@@ -272,3 +275,22 @@ def test_an_unconfirmed_face_gets_no_thumbnail():
     [work] = feed(tracker, [0], FACE)
     [label] = tracker.output(work).labels
     assert label.thumbnail is None and label.thumbnail_caption == ""
+
+
+def test_a_person_back_after_seconds_gets_their_id_back_once_identity_answers():
+    tracker = stream()
+    first = confirmed(tracker).track_ids[0]
+    tracker.fuse(age_gender(first, 40, male=0.9))
+    tracker.fuse(identity(first, "ada", 0.3))
+    away = [w for seq in range(tracker.next_seq, tracker.next_seq + 100) for w in tracker.add(seq, seq / FPS, faces())]
+    assert not any(e["type"] == "track_end" for w in away for e in w.events)
+    back = confirmed(tracker, OTHER_FACE)
+    new = back.track_ids[0]
+    assert new != first  # detections carry no embedding: nothing says who this is yet
+    tracker.fuse(identity(new, "ada", 0.3))
+    [work] = feed(tracker, [tracker.next_seq], OTHER_FACE)
+    assert work.track_ids == (first,)
+    ends = [e for e in work.events if e["type"] == "track_end"]
+    assert [e["track_id"] for e in ends] == [new]
+    [face] = tracker.output(work).event["faces"]
+    assert (face["track_id"], face["age"], face["identity"]["name"]) == (first, 40.0, "ada")

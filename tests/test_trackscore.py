@@ -105,3 +105,22 @@ def test_cli_scores_an_events_file(tmp_path, capsys):
     assert all(t["gender_ok"] and t["identity_ok"] for t in data["tracks"])
     assert main(args + ["--min-idf1", "1.01"]) == 1
     assert main(["track", str(VIDEO / "crossing_faces.mp4"), str(tmp_path / "nope.txt"), "--events", str(path)]) == 2
+
+
+def test_a_live_run_is_scored_on_the_frames_it_processed():
+    kept = set(range(1, 301, 3))
+    events = events_from_truth(drop=set(range(1, 301)) - kept)
+    assert score_tracks(events, GT, TRUTH, processed_only=True).idf1 == 1.0
+    assert score_tracks(events, GT, TRUTH).recall < 0.4
+
+
+def test_cli_tracks_offline_with_appearance(tmp_path, capsys):
+    from tests.conftest import cut_clip
+
+    clip = cut_clip(tmp_path / "clip.mp4", 40, start=110)
+    rows = [r.split(",") for r in GT.read_text().split()]
+    gt = tmp_path / "gt.txt"
+    gt.write_text("".join(",".join([str(int(r[0]) - 110), *r[1:]]) + "\n" for r in rows if 111 <= int(r[0]) <= 150))
+    assert main(["track", clip, str(gt), "--offline", "--out", str(tmp_path / "out"), "--min-idf1", "0.9"]) == 0
+    data = json.loads((tmp_path / "out" / "score.json").read_text())
+    assert data["id_switches"] == 0 and data["gt_tracks"] == 5
