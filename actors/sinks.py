@@ -43,11 +43,11 @@ class VideoSinkActor:
             # owner-only before OpenCV's writer opens it (it keeps the mode): the video shows people
             open_private(self.path).close()
         except OSError as error:
-            raise MediaError(f"{self.path}: cannot write video ({error.strerror or error})") from None
+            raise MediaError(self.path, f"cannot write video ({error.strerror or error})") from None
         writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (shape[1], shape[0]))
         if not writer.isOpened():
             # OpenCV says nothing and writes nothing: the run would end with no video and no error
-            raise MediaError(f"{self.path}: cannot write video (no encoder for mp4v, or the folder is not writable)")
+            raise MediaError(self.path, "cannot write video (no encoder for mp4v, or the folder is not writable)")
         return writer
 
     def events(self, events: list[dict], flush: bool = True) -> None:

@@ -6,6 +6,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -99,6 +100,15 @@ def pipeline_section(args, baseline_fps: float, baseline_s_per_frame: float) -> 
     return sections
 
 
+def kept_sections(path: Path) -> list[str]:
+    """Sections of the previous report that this machine cannot measure (headed "## GPU", taken
+    on a lent GPU machine with its card named): carried over as they are."""
+    if not path.exists():
+        return []
+    parts = re.split(r"(?m)^(?=## )", path.read_text())
+    return [part.strip() for part in parts if part.startswith("## GPU")]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="launch/bench.py", description=__doc__)
     p.add_argument("--video", default=str(SAMPLE), help="video for the baseline (default: the bundled sample)")
@@ -132,6 +142,7 @@ def main(argv=None) -> int:
         print(f"gallery benchmark: {args.gallery_size:,} embeddings (a few minutes)", file=sys.stderr)
         sections.append(f"## Gallery ({args.gallery_size:,} x 128)\n\n" +
                         format_gallery_table(gallery_benchmark(n=args.gallery_size)))
+    sections += kept_sections(args.out)
     report = "\n\n".join(sections) + "\n"
     print(report)
     args.out.write_text(report)
