@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import ray
 
-from core.messages import FaceBoxes, FaceCrops, FrameRef
+from core.messages import FrameRef
 from models.analyzer import FaceDetectionStage
 from models.detector import DetectorConfig
 from models.registry import DEFAULT_MODELS, ModelRegistry

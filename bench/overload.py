@@ -4,7 +4,6 @@ show all three stay bounded and that every captured frame is counted as processe
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass

@@ -102,7 +102,7 @@ def cpu_table(runs: list[tuple[str, CpuByClass, int]], media: dict[str, float] |
     rows.append("| **orchestration** (all but the models) | " + " | ".join(f"**{v:.1f}**" for v in other) + " |")
     if media:
         total = sum(media.values())
-        rows.append(f"\nOf orchestration, media work any design does (one process, ms a frame): "
+        rows.append("\nOf orchestration, media work any design does (one process, ms a frame): "
                     + ", ".join(f"{k} {v:.1f}" for k, v in media.items()) + f"; {total:.1f} in all.")
     return "\n".join(rows)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from core.media import VideoFrames
 from core.messages import AgeEstimates, ClassScores, Embeddings, FaceBoxes, FaceCrops
-from models.align import PLAIN, TTA_VIEWS, View, cut_crops
+from models.align import PLAIN, View, cut_crops
 from models.detector import DetectorConfig
 from models.registry import DEFAULT_MODELS, ModelRegistry
 

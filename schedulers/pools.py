@@ -4,7 +4,6 @@ policy only once it answers, and grows, shrinks or swaps a pool while frames flo
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from dataclasses import replace
 from itertools import count
@@ -14,8 +13,6 @@ import ray
 
 from core.config import TASKS, ConfigError, PipelineConfig, PoolSpec
 from schedulers.policy import SchedulingPolicy, Worker
-
-log = logging.getLogger("facelive.pools")
 
 # (spec, config, name) -> a started Ray actor handle for that pool
 ActorFactory = Callable[[PoolSpec, PipelineConfig, str], Any]
