@@ -77,8 +77,9 @@ class TrackerActor:
         for work in ready:
             jobs = [RecognitionJob(self.stream, work.seq, job.task, self._frames[work.seq][1], job.indices,
                                    job.track_ids) for job in work.jobs]
-            now = [job for job in jobs if self.blocking is None or job.task in self.blocking]
-            later = [job for job in jobs if job not in now]
+            now, later = [], []
+            for job in jobs:
+                (now if self.blocking is None or job.task in self.blocking else later).append(job)
             if later:
                 self._spawn(self._recognise(later, work.t))
             if now:
