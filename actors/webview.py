@@ -149,10 +149,13 @@ class ViewActor:
     async def frame(self, stream: str, seq: int, t_capture: float, jpeg: bytes) -> None:
         view = self.streams.setdefault(stream, StreamView())
         now = time.time()
-        view.jpeg, view.seq, view.t_capture = jpeg, seq, t_capture
         view.frames += 1
-        view.latency_ms = (now - t_capture) * 1000
         view.arrivals.append(now)
+        # an async actor runs calls in no set order: an older frame arriving late must not replace a newer one
+        if seq <= view.seq:
+            return
+        view.jpeg, view.seq, view.t_capture = jpeg, seq, t_capture
+        view.latency_ms = (now - t_capture) * 1000
         updated, view.updated = view.updated, asyncio.Event()
         updated.set()
 

@@ -183,13 +183,13 @@ def test_view_api_checks_requests_and_keeps_only_the_newest(local_ray):
         parse_address("localhost:http")
     view, url = start_view(_config(), "127.0.0.1:0")
     try:
-        for seq in range(30):
-            view.frame.remote("0:cam", seq, time.time(), bytes([seq]) * 10)
-        view.events.remote([{"v": 1, "type": "frame", "stream": "0:cam", "seq": 29, "t_capture": 0.0,
+        # an async actor runs these in no set order: the view must still end on the newest frame
+        sent = [view.frame.remote("0:cam", seq, time.time(), bytes([seq]) * 10) for seq in reversed(range(30))]
+        sent.append(view.events.remote([{"v": 1, "type": "frame", "stream": "0:cam", "seq": 29, "t_capture": 0.0,
                              "faces": [{"track_id": 4, "landmarks": [[1, 2]]}, {"track_id": -1}]}]
                            + [{"v": 1, "type": "track_start", "stream": "0:cam", "track_id": i, "t": 0.0}
-                              for i in range(150)])
-        ray.get(view.url.remote())  # the calls above are done once a later one answers
+                              for i in range(150)]))
+        ray.get(sent)
 
         def call(path, body=None):
             data = None if body is None else json.dumps(body).encode()
