@@ -12,7 +12,7 @@ from actors.capture import CaptureActor, CaptureReport
 from actors.detector import DetectorActor
 from actors.gallery import GalleryKeeper
 from actors.recognition import RECOGNITION_ACTORS
-from actors.sinks import EventLogActor, VideoSinkActor
+from actors.sinks import EventLogActor
 from actors.tracker import TrackerActor
 from core.config import TASKS, PipelineConfig, PoolSpec
 from core.gallery import GalleryConfig
@@ -102,7 +102,7 @@ class Pipeline:
         labels = _labels(cfg)
         # a task whose pool has no actors is never asked for: its jobs would wait forever
         tasks = tuple(t for t in TASKS if t != "detection" and cfg.pool(t).count > 0)
-        trackers, sinks, videos = [], [], {}
+        trackers, videos = [], {}
         try:
             for i, source in enumerate(cfg.sources):
                 stream = stream_name(source, i)
@@ -112,13 +112,12 @@ class Pipeline:
                 fps = ray.get(capture.open.remote())
                 folder = self.out if len(cfg.sources) == 1 else self.out / stream.replace(":", "-")
                 videos[stream] = str((folder / "annotated.mp4").resolve())
-                sinks.append(named(VideoSinkActor, f"video:{i}").remote(videos[stream], fps, event_log, stream,
-                                                                        self.view))
-                trackers.append(named(TrackerActor, f"tracker:{i}").remote(stream, self.scheduler, sinks[-1], cfg,
-                                                                           labels, tasks, self.gallery))
+                trackers.append(named(TrackerActor, f"tracker:{i}").remote(
+                    stream, self.scheduler, (videos[stream], fps), event_log, cfg, labels, tasks, self.gallery,
+                    self.view))
                 ray.get(self.scheduler.register_stream.remote(stream, trackers[-1]))
             # the first frames must not wait for these processes to start
-            ray.get([a.__ray_ready__.remote() for a in (*trackers, *sinks, event_log)])
+            ray.get([a.__ray_ready__.remote() for a in (*trackers, event_log)])
             runs = [c.run.remote() for c in self.captures]
             try:
                 reports = ray.get(runs)
@@ -127,12 +126,11 @@ class Pipeline:
                 reports = ray.get(runs)
             ray.get(self.scheduler.drain.remote())
             ends = ray.get([t.finish.remote() for t in trackers])
-            ray.get([s.close.remote() for s in sinks])
             ray.get(event_log.close.remote())
             summary = ray.get(self.scheduler.summary.remote())
         finally:
             ray.get(self.scheduler.shutdown.remote())
-            for handle in [*self.captures, *trackers, *sinks, event_log, self.scheduler, *filter(None, [self.gallery])]:
+            for handle in [*self.captures, *trackers, event_log, self.scheduler, *filter(None, [self.gallery])]:
                 ray.kill(handle)
         shown = sum(r.faces_shown for r in ends)
         fresh = sum(r.faces_fresh for r in ends) / shown if shown else 0.0

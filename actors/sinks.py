@@ -1,42 +1,40 @@
-"""Sinks: the annotated video of a stream, and the event log of a run. A stream's tracker makes one
-call per frame, to its video sink; the sink hands the frame's events on to the run's event log
-in batches, so the log costs a call every few frames rather than one per frame."""
+"""Where a stream's annotated frames go. `AnnotatedVideo` draws and writes them inside the stream's
+tracker, which already holds each frame's labels: a separate sink actor cost an actor call and a
+second object-store fetch per frame. The run's `EventLogActor` appends every stream's events to
+one file, a call every few frames."""
 from __future__ import annotations
 
 import cv2
 import msgpack
+import numpy as np
 import ray
 
 from core.draw import FaceLabel, draw_faces
 from core.media import MediaError
-from core.messages import FrameRef
 from core.private import open_private
 
 EVENT_BATCH = 12  # frames' events per call to the event log
 
 
-@ray.remote(num_cpus=0)
-class VideoSinkActor:
-    """Writes a stream's annotated video; with a live view, also hands it each frame as JPEG."""
+class AnnotatedVideo:
+    """A stream's annotated video file; also the annotated frame as JPEG, for a live view."""
 
-    def __init__(self, path: str, fps: float, event_log, stream: str = "", view=None):
+    def __init__(self, path: str, fps: float):
         self.path, self.fps = path, fps
-        self.event_log, self.stream, self.view = event_log, stream, view
-        self.writer = None
+        self.writer: cv2.VideoWriter | None = None
         self.frames = 0
-        self._events: list[dict] = []
-        self._pending: list = []
 
-    def write(self, frame: FrameRef, labels: list[FaceLabel], banner: str | None, events: list[dict]) -> None:
-        image = draw_faces(ray.get(frame.ref), labels, banner)
-        if self.view is not None:
-            ok, jpeg = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 75])
-            self.view.frame.remote(self.stream, frame.seq, frame.t_capture, jpeg.tobytes())
+    def write(self, image: np.ndarray, labels: list[FaceLabel], banner: str | None, jpeg: bool = False) -> bytes | None:
+        """Draw and append one frame; returns it as JPEG when `jpeg`."""
+        drawn = draw_faces(image, labels, banner)
         if self.writer is None:
-            self.writer = self._open(image.shape)
-        self.writer.write(image[:, :, ::-1])
+            self.writer = self._open(drawn.shape)
+        bgr = drawn[:, :, ::-1]
+        self.writer.write(bgr)
         self.frames += 1
-        self.events(events, flush=self.frames % EVENT_BATCH == 0)
+        if not jpeg:
+            return None
+        return cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes()
 
     def _open(self, shape) -> cv2.VideoWriter:
         try:
@@ -50,18 +48,7 @@ class VideoSinkActor:
             raise MediaError(self.path, "cannot write video (no encoder for mp4v, or the folder is not writable)")
         return writer
 
-    def events(self, events: list[dict], flush: bool = True) -> None:
-        self._events.extend(events)
-        if flush and self._events:
-            self._pending.append(self.event_log.write.remote(self._events))
-            self._events = []
-            # a write that failed (a full disk) fails the run loudly at close, not silently
-            done, self._pending = ray.wait(self._pending, num_returns=len(self._pending), timeout=0)
-            ray.get(done)
-
     def close(self) -> int:
-        self.events([])
-        ray.get(self._pending)
         if self.writer is not None:
             self.writer.release()
             self.writer = None

@@ -1,6 +1,7 @@
 """`TrackerActor`: one per stream, a thin async shell around `StreamTracker`. Detections come
-straight from the detector pool, possibly out of order; frames leave in order, each as one call to
-the stream's sink, and the scheduler hears which frames are done in small batches."""
+straight from the detector pool, possibly out of order; frames leave in order, drawn into the
+stream's annotated video here (the frame is already in this process's reach), their events go to
+the run's event log in batches, and the scheduler hears which frames are done in small batches."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import ray
 
+from actors.sinks import EVENT_BATCH, AnnotatedVideo
 from core.config import PipelineConfig
 from core.messages import FaceBoxes, FrameRef, RecognitionJob
 from core.stream import FrameWork, StreamTracker
@@ -31,19 +33,26 @@ class TrackerReport:
 
 @ray.remote(num_cpus=0)
 class TrackerActor:
-    def __init__(self, stream: str, scheduler, sink, config: PipelineConfig, labels, tasks: tuple[str, ...],
-                 gallery=None):
-        self.stream, self.scheduler, self.sink, self.gallery = stream, scheduler, sink, gallery
+    def __init__(self, stream: str, scheduler, video: tuple[str, float], event_log, config: PipelineConfig, labels,
+                 tasks: tuple[str, ...], gallery=None, view=None):
+        self.stream, self.scheduler, self.gallery = stream, scheduler, gallery
+        self.video, self.event_log, self.view = AnnotatedVideo(*video), event_log, view
+        self._video_error: Exception | None = None
+        self._events: list[dict] = []
+        self._logged: list = []  # event-log writes not yet seen to land
+        self._log_error: Exception | None = None
+        self._checks: set[asyncio.Task] = set()
         age_bins, gender_labels, expression_labels = labels
         self.core = StreamTracker(stream, age_bins, gender_labels, expression_labels,
                                   config.tracker, config.fusion, config.budget, tasks=tasks,
                                   alarm_cooldown_s=config.alarm_cooldown_s,
                                   enrol_after=config.enrol_after if config.enrol_unknown and gallery else None,
                                   names_faces=gallery is not None)
-        self._frames: dict[int, tuple[FrameRef | None, list | None]] = {}
-        self._done: dict[int, tuple[FrameWork, FrameRef | None]] = {}
+        # seq -> (frame, its pixels, its crops): pixels are fetched as the frame arrives, so putting
+        # it out later never waits on the object store
+        self._frames: dict[int, tuple[FrameRef | None, object, list | None]] = {}
+        self._done: dict[int, tuple[FrameWork, FrameRef | None, object]] = {}
         self._next_out = 0
-        self._writes: list = []
         self._reported: list[tuple[int, float, float]] = []
         self._report_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -55,27 +64,34 @@ class TrackerActor:
 
     # async methods: they run on the actor's event loop, where the recognition tasks live
     async def on_detections(self, frame: FrameRef, faces: FaceBoxes, crops: list) -> None:
-        self._add(frame, faces, crops)
+        self._add(frame, await self._pixels(frame), faces, crops)
 
     async def on_carried(self, frame: FrameRef) -> None:
-        self._add(frame, None, None, carried=True)
+        self._add(frame, await self._pixels(frame), None, None, carried=True)
 
     async def on_dropped(self, seq: int) -> None:
         if seq < self.core.next_seq or seq in self._frames:
             return  # it reached the tracker before the scheduler gave it up
-        self._frames[seq] = (None, None)
+        self._frames[seq] = (None, None, None)
         self._start(self.core.add(seq, 0.0, None))
 
-    def _add(self, frame: FrameRef, faces: FaceBoxes | None, crops: list | None, carried: bool = False) -> None:
+    async def _pixels(self, frame: FrameRef):
+        try:
+            return await frame.ref
+        except Exception as error:  # noqa: BLE001 - a lost frame is still tracked and counted, just not drawn
+            log.error("%s#%d: frame lost from the object store: %r", self.stream, frame.seq, error)
+            return None
+
+    def _add(self, frame: FrameRef, image, faces: FaceBoxes | None, crops: list | None, carried: bool = False) -> None:
         if frame.seq < self.core.next_seq or frame.seq in self._frames:
             return  # a retried detection whose first answer already arrived, or a frame already dropped
-        self._frames[frame.seq] = (frame, crops)
+        self._frames[frame.seq] = (frame, image, crops)
         self.carried += carried
         self._start(self.core.add(frame.seq, frame.t_stream, faces, frame.t_capture, carried=carried))
 
     def _start(self, ready: list[FrameWork]) -> None:
         for work in ready:
-            jobs = [RecognitionJob(self.stream, work.seq, job.task, self._frames[work.seq][1], job.indices,
+            jobs = [RecognitionJob(self.stream, work.seq, job.task, self._frames[work.seq][2], job.indices,
                                    job.track_ids) for job in work.jobs]
             now, later = [], []
             for job in jobs:
@@ -113,24 +129,51 @@ class TrackerActor:
                 self._complete(work)
 
     def _complete(self, work: FrameWork) -> None:
-        frame, _ = self._frames.pop(work.seq)
-        self._done[work.seq] = (work, frame)
+        frame, image, _ = self._frames.pop(work.seq)
+        self._done[work.seq] = (work, frame, image)
         while self._next_out in self._done:
-            work, frame = self._done.pop(self._next_out)
+            work, frame, image = self._done.pop(self._next_out)
             self._next_out += 1
             if work.faces is None:  # dropped before detection: already counted by the scheduler
                 continue
             output = self.core.output(work)
             self._last_t = work.t
-            self._writes.append(self.sink.write.remote(frame, list(output.labels), output.banner,
-                                                       [*work.events, *output.extra_events, output.event]))
+            self._show(frame, image, output)
+            self._log([*work.events, *output.extra_events, output.event], flush=self._next_out % EVENT_BATCH == 0)
             self._reported.append((work.seq, work.t_capture, time.time()))
-        if len(self._writes) > 300:
-            _, self._writes = ray.wait(self._writes, num_returns=len(self._writes), timeout=0)
         if len(self._reported) >= DONE_BATCH:
             self._report()
         elif self._reported and self._report_timer is None:
             self._report_timer = asyncio.get_running_loop().call_later(DONE_WAIT_S, self._report)
+
+    def _show(self, frame: FrameRef, image, output) -> None:
+        if image is None or self._video_error is not None:
+            return
+        try:
+            jpeg = self.video.write(image, list(output.labels), output.banner, jpeg=self.view is not None)
+        except Exception as error:  # noqa: BLE001 - a video that cannot be written fails the run at its end
+            self._video_error = error
+            return
+        if jpeg is not None:
+            self.view.frame.remote(self.stream, frame.seq, frame.t_capture, jpeg)
+
+    def _log(self, events: list[dict], flush: bool) -> None:
+        self._events.extend(events)
+        if flush and self._events:
+            self._logged.append(self.event_log.write.remote(self._events))
+            self._events = []
+            done, self._logged = ray.wait(self._logged, num_returns=len(self._logged), timeout=0)
+            if done:
+                check = asyncio.get_running_loop().create_task(self._check_logged(done))
+                self._checks.add(check)
+                check.add_done_callback(self._checks.discard)
+
+    async def _check_logged(self, writes: list) -> None:
+        try:
+            await asyncio.gather(*writes)
+        except Exception as error:  # noqa: BLE001 - kept for the end of the run
+            # a write that failed (a full disk) fails the run loudly at its end, not silently
+            self._log_error = self._log_error or error
 
     def _report(self) -> None:
         if self._report_timer is not None:
@@ -141,11 +184,13 @@ class TrackerActor:
             self._reported = []
 
     async def finish(self) -> TrackerReport:
-        """End every track and wait until every write of this stream has landed."""
+        """End every track, close the video and wait until every event of this stream has landed."""
         self._report()
-        events = self.core.finish(self._last_t)
-        if events:
-            self._writes.append(self.sink.events.remote(events))
-        await asyncio.gather(*self._writes)
-        self._writes = []
+        self._log(self.core.finish(self._last_t), flush=True)
+        await asyncio.gather(*self._logged)
+        self._logged = []
+        await asyncio.gather(*self._checks)
+        self.video.close()
+        if self._video_error is not None or self._log_error is not None:
+            raise self._video_error or self._log_error
         return TrackerReport(self.core.tracks_started, self.core.faces_shown, self.core.faces_fresh, self.carried)

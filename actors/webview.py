@@ -17,8 +17,9 @@ it, as notebook servers do, and the page passes it on), a `Host` that names the 
 `Origin` but the view's own, and a POST needs `Content-Type: application/json` (which a plain form
 or a no-CORS fetch from another site cannot send).
 
-The sinks call `frame` and `events` without waiting; both only store the newest state, so memory
-stays bounded (one JPEG per stream, the last `keep_events` events) and the sinks never block."""
+The trackers call `frame` and the event log `events`, without waiting; both only store the newest
+state, so memory stays bounded (one JPEG per stream, the last `keep_events` events) and the callers
+never block."""
 from __future__ import annotations
 
 import asyncio
@@ -145,7 +146,7 @@ class ViewActor:
         self.run = summary_json(summary)
         self.tick += 1
 
-    # ---- called by the sinks
+    # ---- called by the trackers and the event log
     async def frame(self, stream: str, seq: int, t_capture: float, jpeg: bytes) -> None:
         view = self.streams.setdefault(stream, StreamView())
         now = time.time()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -48,6 +49,7 @@ class CpuMeter:
         self._last: dict[int, tuple[str, float]] = {}
         self._initial = False
         self._stop = threading.Event()
+        self._own_s = 0.0
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _cpu(self, process: psutil.Process) -> float:
@@ -78,6 +80,8 @@ class CpuMeter:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             self._sample()
+        # the meter's own sampling is no part of the run: it is taken off the driver's count
+        self._own_s = time.thread_time()
 
     def __enter__(self) -> CpuMeter:
         self._initial = True
@@ -97,4 +101,5 @@ class CpuMeter:
         for pid, (name, cpu) in self._last.items():
             seconds[name] += cpu - self._start.get(pid, 0.0)
             processes[name] += 1
+        seconds["driver"] = max(0.0, seconds["driver"] - self._own_s)
         return CpuByClass(dict(seconds), dict(processes))

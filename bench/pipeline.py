@@ -176,3 +176,83 @@ def hop_cost_ms(shape=(480, 640, 3), repeats: int = 100) -> float:
     for _ in range(repeats):
         ray.get(touch.remote([ray.put(frame)]))
     return 1000 * (time.perf_counter() - start) / repeats
+
+
+def ray_costs_ms(repeats: int = 400) -> dict[str, float]:
+    """CPU ms, summed over every process of the run (both actors, the raylet, the GCS), of the
+    operations a frame handle pipeline is made of, measured between two actors on this machine with
+    the cluster's idle CPU taken off: an actor call with small arguments, putting a 640×480 frame
+    into the object store, and passing a frame's handle in a call whose callee fetches the frame."""
+    import psutil
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Callee:
+        def small(self, seq: int) -> None:
+            return None
+
+        def fetch(self, boxed: list) -> None:
+            ray.get(boxed[0])
+
+    @ray.remote(num_cpus=0)
+    class Caller:
+        def __init__(self, callee):
+            self.callee = callee
+
+        def go(self, kind: str, n: int) -> None:
+            frame = np.zeros((480, 640, 3), np.uint8)
+            pending = []
+            for seq in range(n):
+                if kind == "actor call":
+                    pending.append(self.callee.small.remote(seq))
+                elif kind == "frame put":
+                    pending.append(ray.put(frame))
+                else:
+                    pending.append(self.callee.fetch.remote([ray.put(frame)]))
+                if len(pending) > 16:
+                    ray.get(pending[:8])
+                    pending = pending[8:]
+            ray.get(pending)
+
+    def cpu_s() -> float:
+        total = 0.0
+        for process in psutil.Process().children(recursive=True):
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+
+    caller = Caller.remote(Callee.remote())
+    ray.get(caller.go.remote("actor call", 50))
+    idle_from, idle_start = cpu_s(), time.perf_counter()
+    time.sleep(3.0)  # the cluster's own idle CPU, to take off each measurement
+    idle_per_s = (cpu_s() - idle_from) / (time.perf_counter() - idle_start)
+    costs = {}
+    for kind in ("actor call", "frame put", "frame put + handle passed + fetched"):
+        before, start = cpu_s(), time.perf_counter()
+        ray.get(caller.go.remote(kind, repeats))
+        spent = cpu_s() - before - idle_per_s * (time.perf_counter() - start)
+        costs[kind] = 1000 * spent / repeats
+    ray.kill(caller)
+    return costs
+
+
+# what one frame needs of Ray in this design: admit, detect, detections to the tracker, its
+# recognition jobs to the scheduler and on to two pools, a share of the batched reports; the frame
+# and its crops put once each; the frame fetched by the detector and the tracker, the crops by two pools
+FRAME_NEEDS = {"actor call": 5.5, "frame put": 2, "frame put + handle passed + fetched": 4}
+
+
+def format_ray_costs(costs: dict[str, float]) -> str:
+    """The floor Ray's own operations put under orchestration in this design."""
+    fetched = costs["frame put + handle passed + fetched"] - costs["frame put"]
+    floor = (FRAME_NEEDS["actor call"] * costs["actor call"] + FRAME_NEEDS["frame put"] * costs["frame put"]
+             + FRAME_NEEDS["frame put + handle passed + fetched"] * fetched)
+    return ("What Ray's operations cost here, CPU ms summed over every process, cluster idle taken off "
+            f"(`bench/pipeline.py` ray_costs_ms): an actor call {costs['actor call']:.2f}, putting a 640×480 frame "
+            f"{costs['frame put']:.2f}, passing its handle to an actor that fetches it {fetched:.2f} more. A frame "
+            f"here needs about {FRAME_NEEDS['actor call']:g} calls, {FRAME_NEEDS['frame put']} puts (frame, crops) "
+            f"and {FRAME_NEEDS['frame put + handle passed + fetched']} fetches (detector, tracker, two pools): "
+            f"{floor:.1f} ms a frame before any work of ours.")

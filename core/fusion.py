@@ -122,11 +122,15 @@ class TrackFusion:
         self._identity_matches: deque[tuple[str | None, float]] = deque(maxlen=config.identity_window)
         self._nearest: deque[IdentityMatch] = deque(maxlen=config.identity_window)
         self._counts = Counter[str]()
+        # a track is drawn every frame but learns something only now and then: the snapshot is
+        # computed once per change, not once per frame
+        self._snapshot: FusedAttributes | None = None
 
     def add_age(self, posterior: np.ndarray, weight: float = 1.0) -> None:
         """`weight`: the face's quality (`face_quality`); 0 leaves the estimate out."""
         if weight <= 0:
             return
+        self._snapshot = None
         posterior = np.asarray(posterior, dtype=np.float64)
         self._age_posteriors.append(posterior / posterior.sum())
         self._age_weights.append(float(weight))
@@ -135,11 +139,13 @@ class TrackFusion:
     def add_gender(self, probs: np.ndarray, weight: float = 1.0) -> None:
         if weight <= 0:
             return
+        self._snapshot = None
         self._gender_probs.append(np.asarray(probs, dtype=np.float64))
         self._gender_weights.append(float(weight))
         self._counts["gender"] += 1
 
     def add_expression(self, probs: np.ndarray) -> None:
+        self._snapshot = None
         probs = np.asarray(probs, dtype=np.float64)
         alpha = self.config.expression_alpha
         self._expression = probs if self._expression is None else alpha * probs + (1 - alpha) * self._expression
@@ -147,14 +153,21 @@ class TrackFusion:
 
     def add_identity(self, name: str | None, distance: float) -> None:
         """The nearest gallery match of one embedding; name None when the gallery had none."""
+        self._snapshot = None
         self._identity_matches.append((name, float(distance)))
         self._counts["identity"] += 1
 
     def add_nearest(self, match: IdentityMatch) -> None:
         """The nearest gallery face of one embedding, within the threshold or not (look-alike)."""
+        self._snapshot = None
         self._nearest.append(match)
 
     def snapshot(self) -> FusedAttributes:
+        if self._snapshot is None:
+            self._snapshot = self._fuse()
+        return self._snapshot
+
+    def _fuse(self) -> FusedAttributes:
         age_posterior = self._age_posterior()
         gender, gender_score = self._gender()
         expression, expression_scores = self._fused_expression()

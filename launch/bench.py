@@ -17,8 +17,8 @@ from tqdm import tqdm  # noqa: E402
 from bench.gallery import format_gallery_table, gallery_benchmark  # noqa: E402
 from bench.models import format_costs, model_costs  # noqa: E402
 from bench.overload import format_overload, format_soak, overload_benchmark, soak_run  # noqa: E402
-from bench.pipeline import (EVERY_FRAME, cpu_table, format_live, hop_cost_ms, live_run,  # noqa: E402
-                            media_cost_ms, run_pipeline)
+from bench.pipeline import (EVERY_FRAME, cpu_table, format_live, format_ray_costs, hop_cost_ms,  # noqa: E402
+                            live_run, media_cost_ms, ray_costs_ms, run_pipeline)
 from models.analyzer import FaceAnalyzer  # noqa: E402
 from models.baseline import run_sequential  # noqa: E402
 
@@ -64,6 +64,7 @@ def pipeline_section(args, baseline_fps: float, baseline_s_per_frame: float) -> 
                 lives.append(live_run(args.video, args.work / f"live-{streams}", label, seconds, streams, truth))
         hop = hop_cost_ms()
         media = media_cost_ms(args.video)
+        ray_costs = ray_costs_ms()
         rows = ["| run (lossless) | frames | frames/s | ÷ baseline | capture→annotated p50 / p95 ms | dropped "
                 "| attributes < 0.5 s old |", "|---|---|---|---|---|---|---|"]
         for r in runs:
@@ -87,7 +88,8 @@ def pipeline_section(args, baseline_fps: float, baseline_s_per_frame: float) -> 
             (live.label, live.run.cpu, live.run.result.summary.processed) for live in lives]
         sections.append("## CPU by actor class, ms per processed frame\n\n"
                         "psutil over every process of the run (`bench/cpu.py`), from the moment the model pools "
-                        "were up; \"Ray's own\" is raylet, GCS, agents and idle workers.\n\n" + cpu_table(cpu_runs, media))
+                        "were up; \"Ray's own\" is raylet, GCS, agents and idle workers.\n\n" + cpu_table(cpu_runs, media)
+                        + "\n\n" + format_ray_costs(ray_costs))
         if args.overload_seconds:
             print(f"overload: capacity, then {args.overload_seconds:.0f} s live at 4x it", file=sys.stderr)
             sections.append(format_overload(overload_benchmark(args.overload_seconds, args.work / "overload",

@@ -23,7 +23,8 @@ CASES = [
     ("detection", "detection", "hang@6", "live"),
     ("expression", "expression", "hang@4", "lossless"),
     ("age_gender", "age", "shape@4", "lossless"),
-    ("identity", "identity", "exit@3", "live"),
+    # live on a busy machine asks identity for few faces (new tracks only): the first call must do
+    ("identity", "identity", "exit@1", "live"),
     ("expression", "expression", "raise@4", "live"),
 ]
 
