@@ -34,11 +34,17 @@ class _Reader:
         self.data = data
         self.pos = 0
 
+    def _need(self, size: int) -> None:
+        if self.pos + size > len(self.data):
+            raise DlibFormatError(f"the file ends at byte {len(self.data)}, inside a value at byte {self.pos}")
+
     def int(self) -> int:
+        self._need(1)
         control = self.data[self.pos]
         size = control & 0x0F
         if control & 0x70 or size > 8:
             raise DlibFormatError(f"byte {self.pos}: {control:#04x} is not an integer's control byte")
+        self._need(1 + size)
         value = int.from_bytes(self.data[self.pos + 1:self.pos + 1 + size], "little")
         self.pos += 1 + size
         return -value if control & 0x80 else value
@@ -52,7 +58,8 @@ class _Reader:
 
     def str(self) -> str:
         size = self.int()
-        text = self.data[self.pos:self.pos + size].decode("ascii")
+        self._need(size)
+        text = self.data[self.pos:self.pos + size].decode("ascii", "replace")
         self.pos += size
         return text
 
@@ -64,6 +71,7 @@ class _Reader:
         self.expect_int(2, "tensor version")
         shape = tuple(self.int() for _ in range(4))
         count = int(np.prod(shape))
+        self._need(4 * count)
         values = np.frombuffer(self.data, "<f4", count, self.pos).reshape(shape)
         self.pos += 4 * count
         return values.astype(np.float32)
