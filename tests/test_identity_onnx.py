@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.gallery import GalleryConfig, GalleryIndex
 from core.media import load_image
 from models.dlib_onnx import DlibFormatError, dlib_resnet_to_onnx, read_dlib_resnet
 from models.files import model_path, sha256_of
@@ -55,6 +56,24 @@ def test_same_and_different_person_decisions_match_dlib(faces, descriptors):
         (_, a, _), (_, b, _) = faces[i], faces[j]
         if a and b:
             assert same == (a == b), (faces[i][0], faces[j][0])
+
+
+def test_a_gallery_saved_from_dlib_answers_onnx_queries_as_it_answers_dlibs(registry, faces, descriptors, tmp_path):
+    """Galleries record no model name, only 128-D unit vectors: one enrolled with dlib stays valid."""
+    unit = {name: v / np.linalg.norm(v, axis=1, keepdims=True) for name, v in descriptors.items()}
+    enrolled = [i for i, (_, person, _) in enumerate(faces) if person]
+    queries = [i for i, (_, person, _) in enumerate(faces) if not person]
+    config = GalleryConfig(distance_scale=registry.get("dlib-resnet-v1-onnx").distance_scale)
+    saved = GalleryIndex(config)
+    saved.add_many([faces[i][1] for i in enrolled], unit["dlib-resnet-v1"][enrolled], [faces[i][0] for i in enrolled])
+    saved.save(tmp_path / "gallery")
+    gallery = GalleryIndex.load(tmp_path / "gallery", config)
+    by_dlib = gallery.closest(unit["dlib-resnet-v1"][queries])
+    by_onnx = gallery.closest(unit["dlib-resnet-v1-onnx"][queries])
+    assert [m.name for m in by_onnx] == [m.name for m in by_dlib]
+    assert [m.lookalike for m in by_onnx] == [m.lookalike for m in by_dlib]
+    assert np.allclose([m.distance for m in by_onnx], [m.distance for m in by_dlib], atol=1e-3)
+    assert {m.name for m in by_onnx if not m.lookalike} == {"obama", "biden"}
 
 
 def test_default_identity_model_is_the_onnx_one_on_dlibs_distance_scale(registry, analyzer):
