@@ -67,6 +67,9 @@ class _Reader:
         mantissa = self.int()
         return float(np.ldexp(float(mantissa), self.int()))
 
+    def floats(self, count: int) -> list[float]:
+        return [self.float() for _ in range(count)]
+
     def tensor(self) -> np.ndarray:
         self.expect_int(2, "tensor version")
         shape = tuple(self.int() for _ in range(4))
@@ -97,8 +100,8 @@ def _read_details(r: _Reader) -> Layer:
     if name in ("con_4", "con_5", "con_6"):
         params = r.tensor()
         filters, rows, cols, stride_y, stride_x, pad_y, pad_x = (r.int() for _ in range(7))
-        shape, bias_shape = r.alias(), r.alias()
-        [r.float() for _ in range(4)]  # learning-rate and weight-decay multipliers
+        shape, _ = r.alias(), r.alias()
+        r.floats(4)  # learning-rate and weight-decay multipliers
         use_bias = r.bool() if name != "con_4" else True
         if name == "con_6":
             r.bool()  # use_relu: a fused relu dlib applies only while training with cuDNN
@@ -129,7 +132,7 @@ def _read_details(r: _Reader) -> Layer:
         params = r.tensor().reshape(-1)
         r.alias(), r.alias()
         has_bias = r.int() == 0  # fc_bias_mode: FC_HAS_BIAS = 0, FC_NO_BIAS = 1
-        [r.float() for _ in range(4)]
+        r.floats(4)
         if name == "fc_3":
             r.bool()
         if has_bias:
@@ -172,7 +175,7 @@ def read_dlib_resnet(path: Path) -> DlibNet:
     r.expect_int(1, "add_loss_layer version")
     if r.str() not in ("loss_metric_", "loss_metric_2"):
         raise DlibFormatError("not a loss_metric network")
-    r.float(), r.float()  # margin and distance threshold: training settings
+    r.floats(2)  # margin and distance threshold: training settings
     versions = []  # add_layer is version 2 (3 right over the input), tag and skip layers version 1
     while not versions or versions[-1] != 3:
         versions.append(r.int())
@@ -264,44 +267,48 @@ def to_onnx(net: DlibNet):
 
     g = _Graph()
     layers = iter(net.layers)
-    x = g.op("Cast", ["chips"], None, to=TensorProto.FLOAT)
-    x = g.op("Sub", [x, g.const(np.array(net.mean_rgb, np.float32), "mean_rgb")], None)
-    x = g.op("Transpose", [x], (3, CHIP, CHIP), perm=[0, 3, 1, 2])
 
-    def con_affine(x: str, input_scale: float = 1.0) -> str:
-        con, affine = next(layers), next(layers)
+    def take(kind: str) -> Layer:
+        layer = next(layers)
+        if layer.kind != kind:
+            raise DlibFormatError(f"expected a {kind} layer, found {layer.kind}")
+        return layer
+
+    def con_affine(x: str, filters: int, input_scale: float = 1.0) -> str:
+        con, affine = take("con"), take("affine")
+        if len(con.params["w"]) != filters:
+            raise DlibFormatError(f"a con layer with {len(con.params['w'])} filters where anet_type has {filters}")
         w, b = _folded(con, affine, input_scale)
         return g.conv(x, w, b, con.params["stride"], con.params["pad"])
 
+    def relu(x: str) -> str:
+        return g.op("Relu", [x], g.shapes[x])
+
+    x = g.op("Cast", ["chips"], None, to=TensorProto.FLOAT)
+    x = g.op("Sub", [x, g.const(np.array(net.mean_rgb, np.float32), "mean_rgb")], None)
+    x = g.op("Transpose", [x], (3, CHIP, CHIP), perm=[0, 3, 1, 2])
     # input_rgb_image_sized divides by 256 after subtracting the mean: a power of two, so folding
-    # it into the first convolution's weights changes no bit of them
-    x = con_affine(x, 1 / 256)
-    next(layers)
-    x = g.op("Relu", [x], g.shapes[x])
-    pool = next(layers)
-    x = g.pool("MaxPool", x, **pool.params)
-    for _, down in ANET_UNITS:
-        shortcut = x
-        y = con_affine(x)
-        next(layers)
-        y = g.op("Relu", [y], g.shapes[y])
-        y = con_affine(y)
-        if down:
-            pool = next(layers)
-            shortcut = g.pool("AveragePool", shortcut, **pool.params)
-        next(layers)  # add_prev
-        x = g.add_prev(y, shortcut)
-        next(layers)
-        x = g.op("Relu", [x], g.shapes[x])
-    next(layers)  # avg_pool_everything
-    x = g.op("GlobalAveragePool", [x], (g.shapes[x][0], 1, 1))
-    x = g.op("Flatten", [x], None, axis=1)
-    fc = next(layers)
-    g.nodes.append(helper.make_node("MatMul", [x, g.const(fc.params["w"], "fc_w")], ["embedding"], name="fc"))
+    # it into the first convolution's weights rounds nothing differently
+    x = con_affine(x, 32, 1 / 256)
+    take("relu")
+    x = g.pool("MaxPool", relu(x), **take("max_pool").params)
+    for filters, down in ANET_UNITS:
+        y = con_affine(x, filters)
+        take("relu")
+        y = con_affine(relu(y), filters)
+        shortcut = g.pool("AveragePool", x, **take("avg_pool").params) if down else x
+        take("add_prev")
+        take("relu")
+        x = relu(g.add_prev(y, shortcut))
+    if take("avg_pool").params["kernel"] != (0, 0):  # avg_pool_everything: dlib's 0 means the whole input
+        raise DlibFormatError("the last pooling layer is not avg_pool_everything")
+    x = g.op("Flatten", [g.op("GlobalAveragePool", [x], (g.shapes[x][0], 1, 1))], None, axis=1)
+    fc = take("fc").params["w"]
+    g.nodes.append(helper.make_node("MatMul", [x, g.const(fc, "fc_w")], ["embedding"], name="fc"))
     graph = helper.make_graph(
         g.nodes, "dlib_face_recognition_resnet_model_v1",
         [helper.make_tensor_value_info("chips", TensorProto.UINT8, ["n", CHIP, CHIP, 3])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", fc.params["w"].shape[1]])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["n", fc.shape[1]])],
         g.weights)
     model = helper.make_model(graph, producer_name="facelive.models.dlib_onnx",
                               opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)

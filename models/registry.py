@@ -77,18 +77,16 @@ class ModelRegistry:
             backend = model.net
         elif entry.task == "landmarks":
             model = backend = LandmarkRefiner(path, threads, device)
-        elif entry.task == "identity":
-            runner = DlibEmbeddingBackend if entry.backend == "dlib" else BACKENDS.get(entry.backend)
-            if runner is None:
-                raise ModelEntryError(f"{entry.source}: model {name!r}: backend {entry.backend!r} cannot run an identity model")
-            # every identity backend takes the uint8 chips as they are: the graph normalises them
-            model = FaceEmbedder(entry, runner(path, threads, device))
-            backend = model.backend
+        elif entry.task == "identity" and entry.backend == "dlib":
+            backend = DlibEmbeddingBackend(path, threads, device)
+            model = FaceEmbedder(entry, backend)
         elif entry.backend not in BACKENDS:
             raise ModelEntryError(f"{entry.source}: model {name!r}: backend {entry.backend!r} cannot run a {entry.task} model")
         else:
             backend = BACKENDS[entry.backend](path, threads, device)
-            model = (AgeEstimator if entry.task == "age" else Classifier)(entry, backend)
+            # an identity graph is fed the uint8 chips as they are: dlib-resnet-v1-onnx normalises them itself
+            kind = {"identity": FaceEmbedder, "age": AgeEstimator}.get(entry.task, Classifier)
+            model = kind(entry, backend)
         if device == "gpu":
             backend.session  # noqa: B018 (builds it: a GPU that cannot be had fails here, not mid-stream)
         return model
