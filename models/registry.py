@@ -23,7 +23,7 @@ DEFAULT_MODELS = {
     "gender": "cydral-gender-v1",
     # the Keras file converted at set-up: same outputs (to 1e-6), no TensorFlow in the actor
     "expression": "fer-mini-xception-tflite",
-    # dlib's network converted to ONNX at set-up: dlib's embeddings (to 3e-7), several times faster;
+    # dlib's network converted to ONNX at set-up: dlib's embeddings (to 1e-6) for 1/11 of the CPU;
     # "dlib-resnet-v1" runs the same network on dlib itself
     "identity": "dlib-resnet-v1-onnx",
 }
