@@ -38,7 +38,7 @@ class _Reader:
         if self.pos + size > len(self.data):
             raise DlibFormatError(f"the file ends at byte {len(self.data)}, inside a value at byte {self.pos}")
 
-    def int(self) -> int:
+    def integer(self) -> int:
         self._need(1)
         control = self.data[self.pos]
         size = control & 0x0F
@@ -49,30 +49,30 @@ class _Reader:
         self.pos += 1 + size
         return -value if control & 0x80 else value
 
-    def bool(self) -> bool:
+    def boolean(self) -> bool:
         byte = self.data[self.pos:self.pos + 1]
         if byte not in (b"0", b"1"):
             raise DlibFormatError(f"byte {self.pos}: {byte!r} is not a bool")
         self.pos += 1
         return byte == b"1"
 
-    def str(self) -> str:
-        size = self.int()
+    def string(self) -> str:
+        size = self.integer()
         self._need(size)
         text = self.data[self.pos:self.pos + size].decode("ascii", "replace")
         self.pos += size
         return text
 
-    def float(self) -> float:
-        mantissa = self.int()
-        return float(np.ldexp(float(mantissa), self.int()))
+    def real(self) -> float:
+        mantissa = self.integer()
+        return float(np.ldexp(float(mantissa), self.integer()))
 
-    def floats(self, count: int) -> list[float]:
-        return [self.float() for _ in range(count)]
+    def reals(self, count: int) -> list[float]:
+        return [self.real() for _ in range(count)]
 
     def tensor(self) -> np.ndarray:
         self.expect_int(2, "tensor version")
-        shape = tuple(self.int() for _ in range(4))
+        shape = tuple(self.integer() for _ in range(4))
         count = int(np.prod(shape))
         self._need(4 * count)
         values = np.frombuffer(self.data, "<f4", count, self.pos).reshape(shape)
@@ -81,10 +81,10 @@ class _Reader:
 
     def alias(self) -> tuple[int, ...]:
         self.expect_int(1, "alias_tensor version")
-        return tuple(self.int() for _ in range(4))
+        return tuple(self.integer() for _ in range(4))
 
     def expect_int(self, wanted: int, what: str) -> None:
-        at, got = self.pos, self.int()
+        at, got = self.pos, self.integer()
         if got != wanted:
             raise DlibFormatError(f"byte {at}: {what} {got}, expected {wanted}")
 
@@ -96,15 +96,15 @@ class Layer:
 
 
 def _read_details(r: _Reader) -> Layer:
-    name = r.str()
+    name = r.string()
     if name in ("con_4", "con_5", "con_6"):
         params = r.tensor()
-        filters, rows, cols, stride_y, stride_x, pad_y, pad_x = (r.int() for _ in range(7))
+        filters, rows, cols, stride_y, stride_x, pad_y, pad_x = (r.integer() for _ in range(7))
         shape, _ = r.alias(), r.alias()
-        r.floats(4)  # learning-rate and weight-decay multipliers
-        use_bias = r.bool() if name != "con_4" else True
+        r.reals(4)  # learning-rate and weight-decay multipliers
+        use_bias = r.boolean() if name != "con_4" else True
         if name == "con_6":
-            r.bool()  # use_relu: a fused relu dlib applies only while training with cuDNN
+            r.boolean()  # use_relu: a fused relu dlib applies only while training with cuDNN
         weights = params.reshape(-1)[:int(np.prod(shape))].reshape(shape)
         bias = params.reshape(-1)[int(np.prod(shape)):][:filters] if use_bias else np.zeros(filters, np.float32)
         return Layer("con", {"w": weights, "b": bias, "stride": (stride_y, stride_x), "pad": (pad_y, pad_x),
@@ -112,29 +112,29 @@ def _read_details(r: _Reader) -> Layer:
     if name in ("affine_", "affine_2"):
         params = r.tensor().reshape(-1)
         gamma, _ = r.alias(), r.alias()
-        if r.int() != 0 or gamma[0] != 1 or gamma[2:] != (1, 1):  # layer_mode CONV_MODE: one gamma and beta a channel
+        if r.integer() != 0 or gamma[0] != 1 or gamma[2:] != (1, 1):  # layer_mode CONV_MODE: one gamma and beta a channel
             raise DlibFormatError(f"an affine layer not in CONV_MODE (gamma {gamma})")
-        if name == "affine_2" and r.bool():
+        if name == "affine_2" and r.boolean():
             raise DlibFormatError("a disabled affine layer")
         k = gamma[1]
         return Layer("affine", {"gamma": params[:k], "beta": params[k:2 * k]})
     if name in ("relu_", "relu_2"):
-        if name == "relu_2" and r.bool():
+        if name == "relu_2" and r.boolean():
             raise DlibFormatError("a disabled relu layer")
         return Layer("relu")
     if name == "add_prev_":
         return Layer("add_prev")
     if name in ("avg_pool_2", "max_pool_2"):
-        rows, cols, stride_y, stride_x, pad_y, pad_x = (r.int() for _ in range(6))
+        rows, cols, stride_y, stride_x, pad_y, pad_x = (r.integer() for _ in range(6))
         return Layer(name[:-2], {"kernel": (rows, cols), "stride": (stride_y, stride_x), "pad": (pad_y, pad_x)})
     if name in ("fc_2", "fc_3"):
-        outputs, inputs = r.int(), r.int()
+        outputs, inputs = r.integer(), r.integer()
         params = r.tensor().reshape(-1)
         r.alias(), r.alias()
-        has_bias = r.int() == 0  # fc_bias_mode: FC_HAS_BIAS = 0, FC_NO_BIAS = 1
-        r.floats(4)
+        has_bias = r.integer() == 0  # fc_bias_mode: FC_HAS_BIAS = 0, FC_NO_BIAS = 1
+        r.reals(4)
         if name == "fc_3":
-            r.bool()
+            r.boolean()
         if has_bias:
             raise DlibFormatError("an fc layer with a bias (anet_type ends in fc_no_bias)")
         # dlib multiplies the flattened input (N, inputs) by this (inputs, outputs) matrix
@@ -144,10 +144,10 @@ def _read_details(r: _Reader) -> Layer:
 
 def _skip_layer_state(r: _Reader, version: int) -> None:
     """The training state add_layer writes after its details (setup flags, cached tensors)."""
-    r.bool(), r.bool(), r.bool()
+    r.boolean(), r.boolean(), r.boolean()
     r.tensor(), r.tensor(), r.tensor()
     if version == 3:  # the add_layer over the input layer also stores its sample expansion factor
-        r.int()
+        r.integer()
 
 
 def _ares(n: int, down: bool) -> list[str]:
@@ -173,20 +173,20 @@ def read_dlib_resnet(path: Path) -> DlibNet:
     """The layers of a serialized anet_type, checked against ANET_LAYERS."""
     r = _Reader(Path(path).read_bytes())
     r.expect_int(1, "add_loss_layer version")
-    if r.str() not in ("loss_metric_", "loss_metric_2"):
+    if r.string() not in ("loss_metric_", "loss_metric_2"):
         raise DlibFormatError("not a loss_metric network")
-    r.floats(2)  # margin and distance threshold: training settings
+    r.reals(2)  # margin and distance threshold: training settings
     versions = []  # add_layer is version 2 (3 right over the input), tag and skip layers version 1
     while not versions or versions[-1] != 3:
-        versions.append(r.int())
+        versions.append(r.integer())
     wrappers = ["tag" if k in ("tag", "skip") else "layer" for k in ANET_LAYERS]
     found = ["tag" if v == 1 else "layer" for v in reversed(versions)]
     if found != wrappers:
         raise DlibFormatError(f"the file nests {len(found)} layers in another order than anet_type's {len(wrappers)}")
-    if r.str() != "input_rgb_image_sized":
+    if r.string() != "input_rgb_image_sized":
         raise DlibFormatError("the input layer is not input_rgb_image_sized")
-    mean = (r.float(), r.float(), r.float())
-    if (r.int(), r.int()) != (CHIP, CHIP):
+    mean = (r.real(), r.real(), r.real())
+    if (r.integer(), r.integer()) != (CHIP, CHIP):
         raise DlibFormatError(f"the input is not {CHIP}x{CHIP}")
     layers = []
     for kind, version in zip(ANET_LAYERS, reversed(versions)):
