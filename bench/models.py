@@ -54,6 +54,7 @@ def model_costs(video: str, analyzer: FaceAnalyzer, frames: int = 40) -> list[Mo
         ModelCost("alignment (all chips)", "-", "face", 1000 * align / n_faces),
     ]
     costs += variant_costs(analyzer.registry, images, crops)
+    costs += identity_costs(analyzer.registry, crops)
     for task, recogniser in analyzer.recognisers.items():
         key = recogniser.crop.key
         recogniser(crops[0].chips[key][:1])  # warm-up (graph tracing, session build)
@@ -113,6 +114,29 @@ def variant_costs(registry: ModelRegistry, images, crops, threads: int = 1) -> l
     n_faces = sum(len(b) for b in chips)
     return ([ModelCost("detection variant", n, "frame", 1000 * spent[n] / len(images)) for n in detectors]
             + [ModelCost("expression variant", n, "face", 1000 * spent[n] / n_faces) for n in experts])
+
+
+# identity models compared side by side: dlib itself and its network converted to ONNX
+IDENTITY_VARIANTS = ("dlib-resnet-v1", "dlib-resnet-v1-onnx")
+
+
+def identity_costs(registry: ModelRegistry, crops, faces: int = 32, batch: int = 16,
+                   threads: tuple[int, ...] = (1, 2)) -> list[ModelCost]:
+    """ms a face of each identity variant at each thread count, in batches of `batch` and one face a
+    call, on the same `faces` chips, interleaved call by call so a busy machine slows them alike."""
+    models = {(n, t): registry.load(n, t) for n in IDENTITY_VARIANTS if n in registry.entries for t in threads}
+    key = next(iter(models.values())).crop.key
+    chips = np.concatenate([c.chips[key] for c in crops if len(c)])[:faces]
+    for model in models.values():
+        model(chips[:1])  # builds the session
+    spent = {(variant, size): 0.0 for variant in models for size in (batch, 1)}
+    for size in (batch, 1):
+        for start in range(0, len(chips), size):
+            for variant, model in models.items():
+                spent[variant, size] += _timed(model, chips[start:start + size])
+    return [ModelCost(f"identity variant, {t} thread{'s' * (t > 1)}, batches of {batch}", name, "face",
+                      1000 * spent[(name, t), batch] / len(chips), 1000 * spent[(name, t), 1] / len(chips))
+            for name, t in models]
 
 
 def format_costs(costs: list[ModelCost]) -> str:

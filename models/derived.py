@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from models.detector import DetectorConfig, FaceDetector
+from models.dlib_onnx import dlib_resnet_to_onnx
 
 MEDIA = Path(__file__).resolve().parent.parent / "tests" / "media"
 
@@ -102,4 +103,5 @@ def keras_to_tflite(source: Path, target: Path) -> Path:
 RECIPES = {
     "int8-static": quantize_centerface,
     "tflite": keras_to_tflite,
+    "dlib-onnx": dlib_resnet_to_onnx,
 }
