@@ -2,6 +2,7 @@
 No logic of its own beyond wiring and the end-of-run sequence."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,7 @@ from models.registry import DEFAULT_MODELS, ModelRegistry
 from schedulers.scheduler import PriorityScheduler, RunSummary
 
 JOB_NAME = "facelive"
+log = logging.getLogger("facelive.pipeline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,37 +89,63 @@ class Pipeline:
         self.scheduler = named(PriorityScheduler, "scheduler").remote(config, partial(spawn_pool_actor,
                                                                                      gallery=self.gallery))
         self.captures: list = []
+        self.trackers: list = []
+        self.event_log = None
+        self.events_path = ""
+        self.videos: dict[str, str] = {}
 
     def start(self) -> dict[str, int]:
-        return ray.get(self.scheduler.start_pools.remote())
+        """Start the model pools, then each stream's capture (its source opened) and tracker and
+        the run's event log, so the first frame waits for no process to start. Anything that fails
+        stops every actor of the run."""
+        try:
+            sizes = ray.get(self.scheduler.start_pools.remote())
+            self._open_streams()
+        except BaseException:
+            self._kill()
+            raise
+        return sizes
 
-    def run(self) -> RunResult:
-        """Run until every source ends (Ctrl-C stops the captures; frames in flight still finish).
-        Every actor of the run is stopped at the end, also when it fails."""
+    def _open_streams(self) -> None:
         cfg = self.config
         private_dir(self.out)
-        events_path = str((self.out / "events.msgpack").resolve())
-        event_log = named(EventLogActor, "events").remote(events_path, self.view)
+        self.events_path = str((self.out / "events.msgpack").resolve())
+        self.event_log = named(EventLogActor, "events").remote(self.events_path, self.view)
         realtime = cfg.mode == "live" if cfg.realtime is None else cfg.realtime
         labels = _labels(cfg)
         # a task whose pool has no actors is never asked for: its jobs would wait forever
         tasks = tuple(t for t in TASKS if t != "detection" and cfg.pool(t).count > 0)
-        trackers, videos = [], {}
+        for i, source in enumerate(cfg.sources):
+            stream = stream_name(source, i)
+            capture = named(CaptureActor, f"capture:{i}").remote(stream, source, self.scheduler, realtime,
+                                                                 cfg.loop, cfg.duration, cfg.mode == "lossless")
+            self.captures.append(capture)
+            fps = ray.get(capture.open.remote())
+            folder = self.out if len(cfg.sources) == 1 else self.out / stream.replace(":", "-")
+            self.videos[stream] = str((folder / "annotated.mp4").resolve())
+            self.trackers.append(named(TrackerActor, f"tracker:{i}").remote(
+                stream, self.scheduler, (self.videos[stream], fps), self.event_log, cfg, labels, tasks, self.gallery,
+                self.view))
+            ray.get(self.scheduler.register_stream.remote(stream, self.trackers[-1]))
+        ray.get([a.__ray_ready__.remote() for a in (*self.trackers, self.event_log)])
+
+    def _kill(self) -> None:
         try:
-            for i, source in enumerate(cfg.sources):
-                stream = stream_name(source, i)
-                capture = named(CaptureActor, f"capture:{i}").remote(stream, source, self.scheduler, realtime,
-                                                                     cfg.loop, cfg.duration, cfg.mode == "lossless")
-                self.captures.append(capture)
-                fps = ray.get(capture.open.remote())
-                folder = self.out if len(cfg.sources) == 1 else self.out / stream.replace(":", "-")
-                videos[stream] = str((folder / "annotated.mp4").resolve())
-                trackers.append(named(TrackerActor, f"tracker:{i}").remote(
-                    stream, self.scheduler, (videos[stream], fps), event_log, cfg, labels, tasks, self.gallery,
-                    self.view))
-                ray.get(self.scheduler.register_stream.remote(stream, trackers[-1]))
-            # the first frames must not wait for these processes to start
-            ray.get([a.__ray_ready__.remote() for a in (*trackers, event_log)])
+            ray.get(self.scheduler.shutdown.remote())
+        except ray.exceptions.RayError as error:
+            # a dead scheduler cannot stop its pools; the error that ended the run matters more
+            log.warning("the scheduler could not stop its pools: %s", str(error).splitlines()[0])
+        finally:
+            for handle in [*self.captures, *self.trackers, *filter(None, [self.event_log, self.gallery]),
+                           self.scheduler]:
+                ray.kill(handle)
+
+    def run(self) -> RunResult:
+        """Run until every source ends (Ctrl-C stops the captures; frames in flight still finish).
+        Every actor of the run is stopped at the end, also when it fails."""
+        if self.event_log is None:
+            self.start()
+        try:
             runs = [c.run.remote() for c in self.captures]
             try:
                 reports = ray.get(runs)
@@ -125,17 +153,15 @@ class Pipeline:
                 self.stop()
                 reports = ray.get(runs)
             ray.get(self.scheduler.drain.remote())
-            ends = ray.get([t.finish.remote() for t in trackers])
-            ray.get(event_log.close.remote())
+            ends = ray.get([t.finish.remote() for t in self.trackers])
+            ray.get(self.event_log.close.remote())
             summary = ray.get(self.scheduler.summary.remote())
         finally:
-            ray.get(self.scheduler.shutdown.remote())
-            for handle in [*self.captures, *trackers, event_log, self.scheduler, *filter(None, [self.gallery])]:
-                ray.kill(handle)
+            self._kill()
         shown = sum(r.faces_shown for r in ends)
         fresh = sum(r.faces_fresh for r in ends) / shown if shown else 0.0
         return RunResult(summary, sum(r.tracks for r in ends), fresh, sum(r.frames_carried for r in ends),
-                         tuple(reports), videos, events_path)
+                         tuple(reports), dict(self.videos), self.events_path)
 
     def stop(self) -> None:
         """Ask every capture to stop; frames in flight still finish."""

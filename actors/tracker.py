@@ -56,8 +56,8 @@ class TrackerActor:
         self._reported: list[tuple[int, float, float]] = []
         self._report_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
-        # live: a frame waits only for these tasks' results; slower ones (identity's embedding
-        # alone costs 60-90 ms) fuse into their tracks when they come and show from then on
+        # live: a frame waits only for these tasks' results; the others (queued behind them by
+        # priority) fuse into their tracks when they come and show from then on
         self.blocking = set(config.blocking_tasks) if config.mode == "live" else None
         self._last_t = 0.0
         self.carried = 0
