@@ -102,7 +102,7 @@ class Pipeline:
             sizes = ray.get(self.scheduler.start_pools.remote())
             self._open_streams()
         except BaseException:
-            self._kill()
+            self.shutdown()
             raise
         return sizes
 
@@ -129,7 +129,8 @@ class Pipeline:
             ray.get(self.scheduler.register_stream.remote(stream, self.trackers[-1]))
         ray.get([a.__ray_ready__.remote() for a in (*self.trackers, self.event_log)])
 
-    def _kill(self) -> None:
+    def shutdown(self) -> None:
+        """Stop every actor of the run (run() does at its end)."""
         try:
             ray.get(self.scheduler.shutdown.remote())
         except ray.exceptions.RayError as error:
@@ -157,7 +158,7 @@ class Pipeline:
             ray.get(self.event_log.close.remote())
             summary = ray.get(self.scheduler.summary.remote())
         finally:
-            self._kill()
+            self.shutdown()
         shown = sum(r.faces_shown for r in ends)
         fresh = sum(r.faces_fresh for r in ends) / shown if shown else 0.0
         return RunResult(summary, sum(r.tracks for r in ends), fresh, sum(r.frames_carried for r in ends),

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from core.config import ConfigError, PipelineConfig, PoolSpec
+from tests.conftest import cut_clip
 
 pytestmark = pytest.mark.ray
 
@@ -29,18 +30,20 @@ def test_a_gpu_pool_that_would_run_on_the_cpu_refuses_to_start(ray_with_a_gpu, t
     pipeline = Pipeline(config, tmp_path)
     with pytest.raises(ConfigError, match="asked to run on a GPU"):
         pipeline.start()
-    ray_with_a_gpu.get(pipeline.scheduler.shutdown.remote())
+    # a failed start leaves no actor of the run behind
+    with pytest.raises(ray_with_a_gpu.exceptions.RayActorError):
+        ray_with_a_gpu.get(pipeline.scheduler.summary.remote())
 
 
 def test_cpu_pools_report_where_each_model_runs(ray_with_a_gpu, tmp_path):
     from actors.pipeline import Pipeline
 
-    pipeline = Pipeline(PipelineConfig(sources=("unused.mp4",)), tmp_path)
+    pipeline = Pipeline(PipelineConfig(sources=(cut_clip(tmp_path / "clip.mp4", 2),)), tmp_path / "out")
     pipeline.start()
     try:
         devices = ray_with_a_gpu.get(pipeline.scheduler.summary.remote()).devices
     finally:
-        ray_with_a_gpu.get(pipeline.scheduler.shutdown.remote())
+        pipeline.shutdown()
     assert devices == {"detection": {"centerface": "cpu", "dlib-5pt": "cpu"},
                        "expression": {"fer-mini-xception-tflite": "cpu"},
                        "age_gender": {"cydral-age-v1": "cpu", "cydral-gender-v1": "cpu"},
