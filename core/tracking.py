@@ -87,8 +87,11 @@ class TrackerConfig:
     # 30-pixel face easily changes the box area by half from one frame to the next
     velocity_smoothing: float = 0.3
     size_smoothing: float = 0.5
-    # weak detections may continue a track but never start one
+    # weak detections (the detector's threshold may be lower) may continue a track but never
+    # start one: they are matched last, only to confirmed tracks still without a detection,
+    # and only where they overlap the track's predicted box this much
     min_start_score: float = 0.5
+    weak_min_iou: float = 0.3
     # a confirmed track missed by the detector is reported at its predicted box for this long
     # (0: never); shorter than `coast_s`, since a guessed box soon strays from the face
     show_coasting_s: float = 0.2
@@ -131,7 +134,7 @@ class TrackUpdate:
 
 class _Track:
     __slots__ = ("track_id", "box", "velocity", "t_first", "t_last_seen", "hits", "misses",
-                 "embedding", "is_lost", "first_look", "look_due")
+                 "embedding", "is_lost", "first_look", "look_due", "last_clear")
 
     def __init__(self, t: float, box: np.ndarray, embedding: np.ndarray | None) -> None:
         self.track_id = UNCONFIRMED
@@ -146,6 +149,9 @@ class _Track:
         self.first_look = False  # got its first embedding in this update
         # while set: confirmed, but its id stays hidden until its first look or this time
         self.look_due: float | None = None
+        # its latest detection was strong and of a whole face: missing it next is the detector's
+        # slip, while after a weak or cut one the face is most likely leaving or going behind
+        self.last_clear = False
         if embedding is not None:
             self.see(embedding, 1.0)
 
@@ -160,7 +166,9 @@ class _Track:
         shift = self.velocity * dt
         return self.box + np.concatenate([shift, shift])
 
-    def hit(self, t: float, box: np.ndarray, embedding: np.ndarray | None, cfg: TrackerConfig) -> None:
+    def hit(self, t: float, box: np.ndarray, score: float, embedding: np.ndarray | None, cfg: TrackerConfig) -> None:
+        width, height = box[2] - box[0], box[3] - box[1]
+        self.last_clear = score >= cfg.min_start_score and width >= cfg.min_embedding_aspect * height
         centre = _centres(box[None])[0]
         dt = t - self.t_last_seen
         if dt > 0:
@@ -233,9 +241,15 @@ class Tracker:
         seen = [tr for tr in self._tracks if tr.confirmed and not tr.is_lost]
         lost = [tr for tr in self._tracks if tr.is_lost]
         tentative = [tr for tr in self._tracks if not tr.confirmed]
-        self._match(t, seen, boxes, det_embeddings, owner, reid=False)
-        recovered = self._match(t, lost, boxes, det_embeddings, owner, reid=True)
-        self._match(t, tentative, boxes, det_embeddings, owner, reid=False)
+        strong = scores >= cfg.min_start_score
+        self._match(t, seen, boxes, scores, det_embeddings, owner, reid=False, usable=strong)
+        recovered = self._match(t, lost, boxes, scores, det_embeddings, owner, reid=True, usable=strong)
+        self._match(t, tentative, boxes, scores, det_embeddings, owner, reid=False, usable=strong)
+        # ByteTrack's second round: a weak detection is most often a face half hidden or blurred,
+        # so it only continues a visible track that lost its strong one, where it overlaps
+        unmatched = [tr for tr in seen if tr.t_last_seen != t]
+        self._match(t, unmatched, boxes, scores, det_embeddings, owner, reid=False, usable=~strong,
+                    min_iou=cfg.weak_min_iou)
 
         for i, track in enumerate(owner):
             if track is None and scores[i] >= cfg.min_start_score:
@@ -251,7 +265,7 @@ class Tracker:
         newly_lost, ended = self._age_unseen(t)
         merged, self._merged = tuple(self._merged), []
         taken_back, self._recovered = self._recovered, []
-        coasting = [tr for tr in self._tracks if tr.confirmed and not tr.is_lost
+        coasting = [tr for tr in self._tracks if tr.confirmed and not tr.is_lost and tr.last_clear
                     and 0 < t - tr.t_last_seen <= cfg.show_coasting_s]
         return TrackUpdate(
             t=t,
@@ -356,21 +370,27 @@ class Tracker:
         t: float,
         tracks: list[_Track],
         boxes: np.ndarray,
+        scores: np.ndarray,
         embeddings: list[np.ndarray | None],
         owner: list[_Track | None],
         reid: bool,
+        usable: np.ndarray,
+        min_iou: float = 0.0,
     ) -> list[_Track]:
-        free = [i for i, tr in enumerate(owner) if tr is None]
+        free = [i for i, tr in enumerate(owner) if tr is None and usable[i]]
         if not tracks or not free:
             return []
         cost = self._cost(t, tracks, boxes[free], [embeddings[i] for i in free], reid)
+        if min_iou > 0:
+            predicted = np.stack([tr.box_at(t, self.config.coast_s) for tr in tracks])
+            cost[_iou(predicted, boxes[free]) < min_iou] = _FORBIDDEN
         rows, cols = linear_sum_assignment(cost)
         matched = []
         for r, c in zip(rows, cols):
             if cost[r, c] >= _FORBIDDEN:
                 continue
             det = free[c]
-            tracks[r].hit(t, boxes[det], embeddings[det], self.config)
+            tracks[r].hit(t, boxes[det], scores[det], embeddings[det], self.config)
             owner[det] = tracks[r]
             matched.append(tracks[r])
         return matched
