@@ -413,3 +413,17 @@ def test_with_nobody_away_a_new_face_shows_its_id_at_once():
         tracker.update(f / FPS, np.array([box(100, 200), box(400, 200)]), np.full(2, 0.9),
                        [seen_as(person(1), rng), None])
     assert tracker.shown_id(1) == 1 and tracker.shown_id(2) == 2
+
+
+def test_a_face_gone_behind_another_or_leaving_is_not_shown_where_it_might_be():
+    tracker = Tracker()
+    for f in range(10):
+        feed(tracker, f, [box(100 + 4 * f, 200), box(300, 200)])
+    behind = feed(tracker, 10, [box(140, 200, 44)])  # a face now stands where the first went
+    assert behind.track_ids == (1,) and behind.coasting == (2,) and 1 not in behind.coasting
+
+    leaving = Tracker()
+    for f in range(10):
+        feed(leaving, f, [[0, 175, 40, 225]])
+    cut = feed(leaving, 10, [[0, 175, 26, 225]])  # cut by the picture's edge: 26 px of a 40 px face
+    assert cut.track_ids == (1,) and feed(leaving, 11, []).coasting == ()
