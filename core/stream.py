@@ -137,6 +137,8 @@ class StreamTracker:
         for job in self.budget.plan(t, visible):
             if job.task in self.tasks:
                 by_task.setdefault(str(job.task), []).append(job.track_id)
+        for tid in self._whole_again(index_of, faces, by_task.get(str(Task.IDENTITY), [])):
+            by_task.setdefault(str(Task.IDENTITY), []).append(tid)
         for tid in by_task.get(str(Task.AGE_GENDER), ()):
             i = index_of[tid]
             self._quality[tid] = face_quality(faces.boxes[i], faces.scores[i], faces.landmarks[i], self.fusion_config)
@@ -150,6 +152,16 @@ class StreamTracker:
                 (faces.boxes, faces.scores, faces.landmarks), (coasting.boxes, coasting.scores, coasting.landmarks))))
         return FrameWork(seq, t_capture, faces, tuple(update.track_ids) + update.coasting, jobs, tuple(events), t,
                          predicted=predicted)
+
+    def _whole_again(self, index_of: dict[int, int], faces: FaceBoxes, planned: list[int]) -> list[int]:
+        """Tracks waiting for their first look whose identity crop so far was cut by the edge and
+        whose face is now whole: one look at it says who they are, where the budget would wait
+        for its next refresh and keep their id hidden until then."""
+        if str(Task.IDENTITY) not in self.tasks:
+            return []
+        return [tid for tid, i in index_of.items()
+                if tid not in planned and self.tracker.awaiting_look(tid) and tid in self._identity_box
+                and not self.tracker.whole_face(self._identity_box[tid]) and self.tracker.whole_face(faces.boxes[i])]
 
     def _end(self, ended, t: float) -> list[dict]:
         events = []

@@ -173,8 +173,7 @@ class _Track:
         return self.box + np.concatenate([shift, shift])
 
     def hit(self, t: float, box: np.ndarray, score: float, embedding: np.ndarray | None, cfg: TrackerConfig) -> None:
-        width, height = box[2] - box[0], box[3] - box[1]
-        self.last_clear = score >= cfg.min_start_score and width >= cfg.min_embedding_aspect * height
+        self.last_clear = score >= cfg.min_start_score and _whole_face(box, cfg)
         centre = _centres(box[None])[0]
         dt = t - self.t_last_seen
         if dt > 0:
@@ -241,7 +240,7 @@ class Tracker:
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         det_embeddings = list(embeddings) if embeddings is not None else [None] * len(boxes)
-        det_embeddings = [e if self._whole(b) else None for e, b in zip(det_embeddings, boxes)]
+        det_embeddings = [e if self.whole_face(b) else None for e, b in zip(det_embeddings, boxes)]
         owner: list[_Track | None] = [None] * len(boxes)
 
         seen = [tr for tr in self._tracks if tr.confirmed and not tr.is_lost]
@@ -326,7 +325,7 @@ class Tracker:
             return
         look = np.asarray(embedding, dtype=np.float64)
         look = look / max(float(np.linalg.norm(look)), 1e-12)
-        whole = self._whole(np.asarray(track.box if box is None else box, dtype=np.float64))
+        whole = self.whole_face(np.asarray(track.box if box is None else box, dtype=np.float64))
         if whole:
             track.see(look, self.config.embedding_smoothing)
             track.first_look = False
@@ -340,9 +339,9 @@ class Tracker:
             if found is not None or whole:
                 (found or track).look_due = None
 
-    def _whole(self, box: np.ndarray) -> bool:
-        width, height = box[2] - box[0], box[3] - box[1]
-        return width >= self.config.min_embedding_aspect * height
+    def whole_face(self, box: np.ndarray) -> bool:
+        """Whether a face box is whole, not cut by the picture's edge or a face in front."""
+        return _whole_face(box, self.config)
 
     def _merge_into_lost(self, track: _Track, look: np.ndarray | None = None,
                          max_distance: float | None = None) -> _Track | None:
@@ -523,3 +522,8 @@ def _covered(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     y2 = np.minimum(a[:, None, 3], b[None, :, 3])
     overlap = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     return overlap / _areas(a)[:, None]
+
+
+def _whole_face(box: np.ndarray, cfg: TrackerConfig) -> bool:
+    width, height = box[2] - box[0], box[3] - box[1]
+    return width >= cfg.min_embedding_aspect * height

@@ -315,3 +315,24 @@ def test_a_face_the_detector_misses_for_a_frame_is_shown_where_its_track_went():
     shown = tracker.output(work).event["faces"]
     assert [(f["track_id"], f.get("predicted", False)) for f in shown] == [(2, False), (1, True)]
     np.testing.assert_allclose(shown[1]["box"], moving[10], atol=1.0)
+
+
+def test_a_face_back_at_the_edge_gets_a_look_as_soon_as_it_is_whole():
+    tracker = stream()
+    first = confirmed(tracker).track_ids[0]
+    tracker.fuse(identity(first, "ada", 0.3))
+    for seq in range(tracker.next_seq, tracker.next_seq + 100):
+        tracker.add(seq, seq / FPS, faces())
+    cut = (604.0, 100.0, 640.0, 170.0)  # at the picture's edge, narrower than a whole face
+    back = confirmed(tracker, cut)
+    new = back.track_ids[0]
+    assert [job.task for job in back.jobs if job.task == "identity"] == ["identity"]
+    tracker.fuse(Recognised("identity", (new,), embeddings=np.eye(1, 128, 5, dtype=np.float32)))
+    [still_cut] = feed(tracker, [tracker.next_seq], cut)
+    assert "identity" not in {job.task for job in still_cut.jobs}  # a look at half a face says little
+    # a little more of it: whole now, though not grown enough for the budget's own next look
+    [whole] = feed(tracker, [tracker.next_seq], (600.0, 100.0, 640.0, 170.0))
+    assert [job.track_ids for job in whole.jobs if job.task == "identity"] == [(new,)]
+    tracker.fuse(identity(new, "ada", 0.3))
+    [face] = tracker.output(whole).event["faces"]
+    assert face["track_id"] == first
