@@ -427,3 +427,17 @@ def test_a_face_gone_behind_another_or_leaving_is_not_shown_where_it_might_be():
         feed(leaving, f, [[0, 175, 40, 225]])
     cut = feed(leaving, 10, [[0, 175, 26, 225]])  # cut by the picture's edge: 26 px of a 40 px face
     assert cut.track_ids == (1,) and feed(leaving, 11, []).coasting == ()
+
+
+def test_a_weak_detection_only_continues_a_track_no_strong_one_took_and_that_it_overlaps():
+    tracker = Tracker(TrackerConfig(min_start_score=0.5, weak_min_iou=0.3))
+    for f in range(5):
+        feed(tracker, f, [box(100, 100)])
+    # a weak box right on the track and a strong one a little off: the strong one is the face
+    both = tracker.update(5 / FPS, np.array([box(100, 100), box(108, 100)]), np.array([0.3, 0.9]))
+    assert both.track_ids == (UNCONFIRMED, 1)
+    near = tracker.update(6 / FPS, np.array([box(104, 100)]), np.array([0.3]))
+    assert near.track_ids == (1,)
+    # within the motion gate, but overlapping the track's box too little to be its face
+    far = tracker.update(7 / FPS, np.array([box(135, 100)]), np.array([0.3]))
+    assert far.track_ids == (UNCONFIRMED,)
