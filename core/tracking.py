@@ -97,13 +97,13 @@ class TrackerConfig:
     # (0: never); within `coast_s`, as live mode's carried frames. On crossing_faces (tracked
     # offline, 2026-11-27) 0.2 s took IDF1 from 0.973 to 0.980, 0.4 s to 0.983, longer no further
     show_coasting_s: float = 0.4
-    # a track confirmed while a lost track with an appearance might be the same person shows no id
-    # until its first embedding says who it is, or for at most this long (0: shows its id at once)
-    look_wait_s: float = 1.5
     # ...unless a detected face covers more than this share of its predicted box: then it has
     # most likely gone behind that face (on the hard video, coasting behind faces cost IDF1
     # 0.984 -> 0.977; with this rule 0.984, and crossing_faces 0.983 -> 0.986)
     max_coasting_cover: float = 0.5
+    # a track confirmed while a lost track with an appearance might be the same person shows no id
+    # until its first embedding says who it is, or for at most this long (0: shows its id at once)
+    look_wait_s: float = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +124,9 @@ class TrackUpdate:
     track or started one. `started` holds tracks confirmed this frame (their detection already
     carries the id); `lost` tracks stop being seen this frame but may come back, in `recovered`,
     with the same id; `ended` tracks are gone for good: drop their state and cancel their work.
-    `coasting` tracks had no detection this frame but were seen within `show_coasting_s`; their
-    predicted boxes are the rows of `coasting_boxes`.
+    `coasting` tracks had no detection this frame but a clear one within `show_coasting_s`, and no
+    detected face covers where they should be; their predicted boxes are the rows of
+    `coasting_boxes`.
     """
 
     t: float
@@ -272,10 +273,10 @@ class Tracker:
         taken_back, self._recovered = self._recovered, []
         coasting = [tr for tr in self._tracks if tr.confirmed and not tr.is_lost and tr.last_clear
                     and 0 < t - tr.t_last_seen <= cfg.show_coasting_s]
-        if coasting and len(boxes):
-            guessed = np.stack([tr.box_at(t, cfg.coast_s) for tr in coasting])
-            covered = _covered(guessed, boxes).max(axis=1)
-            coasting = [tr for tr, c in zip(coasting, covered) if c <= cfg.max_coasting_cover]
+        guessed = np.array([tr.box_at(t, cfg.coast_s) for tr in coasting]).reshape(-1, 4)
+        if len(guessed) and len(boxes):
+            clear = _covered(guessed, boxes).max(axis=1) <= cfg.max_coasting_cover
+            coasting, guessed = [tr for tr, c in zip(coasting, clear) if c], guessed[clear]
         return TrackUpdate(
             t=t,
             track_ids=tuple(tr.track_id if tr is not None else UNCONFIRMED for tr in owner),
@@ -284,7 +285,7 @@ class Tracker:
             recovered=tuple(taken_back) + tuple(tr.track_id for tr in recovered),
             ended=merged + ended,
             coasting=tuple(tr.track_id for tr in coasting),
-            coasting_boxes=np.array([tr.box_at(t, cfg.coast_s) for tr in coasting]).reshape(-1, 4),
+            coasting_boxes=guessed,
         )
 
     def shown_id(self, track_id: int) -> int:
