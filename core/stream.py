@@ -29,7 +29,9 @@ class JobSpec:
 class FrameWork:
     """A frame now in order: its faces' tracks, the jobs it asks for, and track events it caused.
     `faces` is None for a frame that was dropped before detection (only its order matters). A
-    carried frame was not detected: its faces are the tracks' predicted boxes."""
+    carried frame was not detected: its faces are the tracks' predicted boxes; on a detected
+    frame, faces marked in `predicted` are tracks the detector missed, at their predicted boxes
+    (they come after the detections, so job indices still point at the frame's crops)."""
 
     seq: int
     t_capture: float
@@ -39,6 +41,7 @@ class FrameWork:
     events: tuple[dict, ...]
     t: float = 0.0  # the stream's clock (video time for files), which tracking runs on
     carried: bool = False
+    predicted: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,7 @@ class StreamTracker:
         self.fusions: dict[int, TrackFusion] = {}
         self.next_seq = 0
         self._waiting: dict[int, tuple[float, FaceBoxes | None]] = {}
-        self.tracks_started = 0
+        self.tracks_started = 0  # less those merged into an earlier track: the tracks a viewer saw
         # freshness: capture time of the frame behind each track's latest result, per task
         self.fresh_within_s = 0.5
         self._result_t: dict[int, dict[str, float]] = {}
@@ -109,8 +112,7 @@ class StreamTracker:
 
     def _carry(self, seq: int, t: float, t_capture: float) -> FrameWork:
         track_ids, boxes = self.tracker.predict(t)
-        faces = FaceBoxes(boxes, np.zeros(len(boxes), np.float32), np.zeros((len(boxes), 5, 2), np.float32))
-        return FrameWork(seq, t_capture, faces, track_ids, (), (), t, carried=True)
+        return FrameWork(seq, t_capture, _predicted_faces(boxes), track_ids, (), (), t, carried=True)
 
     def _step(self, seq: int, t: float, faces: FaceBoxes | None, t_capture: float) -> FrameWork:
         if faces is None:
@@ -124,28 +126,52 @@ class StreamTracker:
         events += self._end(update.ended, t)
         index_of = {tid: i for i, tid in enumerate(update.track_ids) if tid != UNCONFIRMED}
         snapshots = {tid: self.fusions[tid].snapshot() for tid in index_of}
+        # a track waiting for its first look retries identity as soon as an unnamed one does
         visible = [VisibleTrack(tid, float(np.prod(faces.boxes[i, 2:] - faces.boxes[i, :2])),
                                 snapshots[tid].age_gender_converged,
-                                identified=(not self.names_faces or snapshots[tid].identity is not None
-                                            or tid in self._named))
+                                identified=(not self.tracker.awaiting_look(tid) and (
+                                    not self.names_faces or snapshots[tid].identity is not None
+                                    or tid in self._named)))
                    for tid, i in index_of.items()]
         by_task: dict[str, list[int]] = {}
         for job in self.budget.plan(t, visible):
             if job.task in self.tasks:
                 by_task.setdefault(str(job.task), []).append(job.track_id)
+        for tid in self._whole_again(index_of, faces, by_task.get(str(Task.IDENTITY), [])):
+            by_task.setdefault(str(Task.IDENTITY), []).append(tid)
         for tid in by_task.get(str(Task.AGE_GENDER), ()):
             i = index_of[tid]
             self._quality[tid] = face_quality(faces.boxes[i], faces.scores[i], faces.landmarks[i], self.fusion_config)
         for tid in by_task.get(str(Task.IDENTITY), ()):
             self._identity_box[tid] = faces.boxes[index_of[tid]]
         jobs = tuple(JobSpec(task, tuple(index_of[tid] for tid in tids), tuple(tids)) for task, tids in by_task.items())
-        return FrameWork(seq, t_capture, faces, tuple(update.track_ids), jobs, tuple(events), t)
+        predicted = (False,) * len(faces) + (True,) * len(update.coasting)
+        if update.coasting:
+            coasting = _predicted_faces(update.coasting_boxes)
+            faces = FaceBoxes(*(np.concatenate([a, b]) for a, b in zip(
+                (faces.boxes, faces.scores, faces.landmarks), (coasting.boxes, coasting.scores, coasting.landmarks))))
+        return FrameWork(seq, t_capture, faces, tuple(update.track_ids) + update.coasting, jobs, tuple(events), t,
+                         predicted=predicted)
+
+    def _whole_again(self, index_of: dict[int, int], faces: FaceBoxes, planned: list[int]) -> list[int]:
+        """Tracks waiting for their first look whose identity crop so far was cut by the edge and
+        whose face is now whole: one look at it says who they are, where the budget would wait
+        for its next refresh and keep their id hidden until then."""
+        if str(Task.IDENTITY) not in self.tasks:
+            return []
+        return [tid for tid, i in index_of.items()
+                if tid not in planned and self.tracker.awaiting_look(tid) and tid in self._identity_box
+                and not self.tracker.whole_face(self._identity_box[tid]) and self.tracker.whole_face(faces.boxes[i])]
 
     def _end(self, ended, t: float) -> list[dict]:
         events = []
         for end in ended:
             fusion = self.fusions.pop(end.track_id, None)
             summary = _fused_record(fusion.snapshot()) if fusion else {}
+            if end.merged_into is not None:
+                # it was an earlier track all along: one person, one track
+                summary["merged_into"] = end.merged_into
+                self.tracks_started -= 1
             events.append(track_event("track_end", self.stream, end.track_id, t, t_first=end.t_first,
                                       t_last_seen=end.t_last_seen, hits=end.hits, **summary))
         self.budget.forget([e.track_id for e in ended])
@@ -226,7 +252,10 @@ class StreamTracker:
     def output(self, work: FrameWork) -> FrameOutput:
         """What frame `work` shows, with the tracks' fused attributes as they are now."""
         faces, labels = [], []
-        for i, track_id in enumerate(work.track_ids):
+        for i, tracked_as in enumerate(work.track_ids):
+            # as things stand now: a face tracked under an id that has since merged into an
+            # earlier one shows that one, and a track still waiting for its first look no id
+            track_id = self.tracker.shown_id(tracked_as) if tracked_as != UNCONFIRMED else UNCONFIRMED
             box = work.faces.boxes[i]
             fusion = self.fusions.get(track_id)
             fused = fusion.snapshot() if fusion else None
@@ -236,7 +265,7 @@ class StreamTracker:
                 _attributes(fused) if fused else (None,) * 7))
             record["track_id"] = track_id
             record["lookalike"] = _lookalike(fused)
-            if work.carried:
+            if work.carried or (work.predicted and work.predicted[i]):
                 record["predicted"] = True  # the box is the track's motion, not a detection
             faces.append(record)
             if track_id != UNCONFIRMED:
@@ -254,6 +283,12 @@ class StreamTracker:
         extra, self._events = tuple(self._events), []
         banner = self._banner[0] if self._banner and work.t <= self._banner[1] else None
         return FrameOutput(tuple(labels), frame_event(self.stream, work.seq, work.t_capture, faces), extra, banner)
+
+
+def _predicted_faces(boxes: np.ndarray) -> FaceBoxes:
+    """Tracks' predicted boxes as faces: no detector score, no landmarks."""
+    n = len(boxes)
+    return FaceBoxes(np.asarray(boxes, np.float32).reshape(-1, 4), np.zeros(n, np.float32), np.zeros((n, 5, 2), np.float32))
 
 
 def _attributes(f: FusedAttributes):

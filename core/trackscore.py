@@ -111,12 +111,18 @@ def tracked_events(stream: str, detections: Iterable[tuple[float, np.ndarray, np
         update = tracker.update(t, boxes, scores, embeddings)
         events += [track_event("track_end", stream, e.track_id, t, t_first=e.t_first,
                                t_last_seen=e.t_last_seen, hits=e.hits) for e in update.ended]
-        faces = [{"track_id": tid, "box": [float(v) for v in box], "score": float(score)}
+        faces = [{"track_id": _shown(tracker, tid), "box": [float(v) for v in box], "score": float(score)}
                  for tid, box, score in zip(update.track_ids, boxes, scores)]
+        faces += [{"track_id": _shown(tracker, tid), "box": [float(v) for v in box], "score": 0.0, "predicted": True}
+                  for tid, box in zip(update.coasting, update.coasting_boxes)]
         events.append(frame_event(stream, seq, t, faces))
     events += [track_event("track_end", stream, e.track_id, t, t_first=e.t_first,
                            t_last_seen=e.t_last_seen, hits=e.hits) for e in tracker.end_all()]
     return events
+
+
+def _shown(tracker: Tracker, track_id: int) -> int:
+    return TENTATIVE if track_id == TENTATIVE else tracker.shown_id(track_id)
 
 
 def _ranges(frames: list[int]) -> tuple[tuple[int, int], ...]:

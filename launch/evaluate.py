@@ -109,12 +109,14 @@ def run_pipeline(args) -> tuple[Path, str]:
 
 
 def track_offline(args) -> list[dict]:
+    from core.config import PipelineConfig
     from core.sources import stream_name
     from models.analyzer import FaceAnalyzer
     from models.detector import DetectorConfig
 
+    # the detector as the pipeline runs it, so offline and pipeline scores compare
     analyzer = FaceAnalyzer(tasks=("identity",) if args.appearance else (),
-                            config=DetectorConfig(threshold=args.threshold))
+                            config=DetectorConfig(threshold=args.threshold, max_side=PipelineConfig().detector_max_side))
     return tracked_events(stream_name(str(args.video), 0), analyzer.video_detections(args.video))
 
 

@@ -65,18 +65,27 @@ def faces_of_people(registry):
     return out
 
 
-def detections_from_truth(gt_path, embeddings, seed=0):
-    """The truth as a detector reports it: jittered boxes, 5% of faces missed, each face with its
-    person's embedding moved by frame noise (about 0.2 on dlib's scale), or none at all."""
+def detected_truth(gt_path, seed=0):
+    """The truth as a detector reports it: jittered boxes, 5% of faces missed; per frame (t,
+    boxes, scores, whose face each box is)."""
     rng = np.random.default_rng(seed)
     gt = load_mot_gt(gt_path)
     for frame in range(1, hard_video.FRAMES + 1):
         kept = [(gt_id, np.array(b)) for gt_id, b in gt.get(frame, []) if rng.random() >= 0.05]
         boxes = np.array([b + rng.normal(0.0, 1.5, 4) for _, b in kept]).reshape(-1, 4)
-        looks = None
-        if embeddings is not None:
-            looks = [embeddings[gt_id] + rng.normal(0.0, 0.012, 128) for gt_id, _ in kept]
-        yield (frame - 1) / FPS, boxes, rng.uniform(0.6, 1.0, len(kept)), looks
+        yield (frame - 1) / FPS, boxes, rng.uniform(0.6, 1.0, len(kept)), [gt_id for gt_id, _ in kept]
+
+
+def seen(embedding: np.ndarray, rng) -> np.ndarray:
+    """Another frame's embedding of the same face: about 0.2 away on dlib's scale."""
+    return embedding + rng.normal(0.0, 0.012, 128)
+
+
+def detections_from_truth(gt_path, embeddings, seed=0):
+    """`detected_truth` with each face's embedding, or none at all."""
+    rng = np.random.default_rng(seed + 100)
+    for t, boxes, scores, people in detected_truth(gt_path, seed):
+        yield t, boxes, scores, None if embeddings is None else [seen(embeddings[p], rng) for p in people]
 
 
 def test_with_appearance_every_person_keeps_one_id_through_the_hard_video(made, faces_of_people):
@@ -90,3 +99,43 @@ def test_with_appearance_every_person_keeps_one_id_through_the_hard_video(made, 
     blind = score_tracks(tracked_events("hard", detections_from_truth(gt_path, None), TrackerConfig()),
                          gt_path, truth)
     assert len({t.gt_id: t for t in blind.tracks}[5].predicted) == 2 and blind.idf1 < score.idf1
+
+
+def events_with_identity_late(gt_path, embeddings, lag_frames: int, output_waits: bool) -> list[dict]:
+    """The pipeline's timing on the truth, with no Ray: detections carry no embedding; a track's
+    identity job answers `lag_frames` later; each frame is put out after its own jobs
+    (`output_waits`, lossless) or at once (live, where identity never holds a frame back)."""
+    from core.messages import FaceBoxes, Recognised
+    from core.stream import StreamTracker
+
+    rng = np.random.default_rng(7)
+    tracker = StreamTracker("hard", np.arange(81.0), ("female", "male"), ("neutral",), tasks=("identity",))
+    answers: dict[int, list[Recognised]] = {}
+    events: list[dict] = []
+    seq = -1
+    for seq, (t, boxes, scores, people) in enumerate(detected_truth(gt_path)):
+        faces = FaceBoxes(boxes.astype(np.float32), scores.astype(np.float32), np.zeros((len(boxes), 5, 2), np.float32))
+        [work] = tracker.add(seq, t, faces)
+        for job in work.jobs:
+            looks = np.stack([seen(embeddings[people[i]], rng) for i in job.indices])
+            answers.setdefault(seq + lag_frames, []).append(Recognised("identity", job.track_ids, embeddings=looks))
+        if not output_waits:
+            events += [*work.events, tracker.output(work).event]
+        for result in answers.pop(seq, []):
+            tracker.fuse(result, t)
+        if output_waits:
+            events += [*work.events, tracker.output(work).event]
+    return events + tracker.finish(seq / FPS)
+
+
+def test_a_person_back_keeps_one_id_with_identity_answering_late(made, faces_of_people):
+    _, gt_path, truth = made
+    # lossless: a frame goes out once its identity job is in
+    lossless = score_tracks(events_with_identity_late(gt_path, faces_of_people, 0, output_waits=True), gt_path, truth)
+    assert lossless.id_switches == 0 and lossless.idf1 >= 0.95, lossless
+    assert lossless.predicted_tracks == lossless.gt_tracks == 5
+    # live: frames go out before identity answers (8 frames, a third of a second, later here):
+    # a returning face shows no id until then, instead of a new one it would lose
+    live = score_tracks(events_with_identity_late(gt_path, faces_of_people, 8, output_waits=False), gt_path, truth)
+    assert live.id_switches == 0 and live.predicted_tracks == 5, live
+    assert live.idf1 >= 0.93, live

@@ -287,10 +287,52 @@ def test_a_person_back_after_seconds_gets_their_id_back_once_identity_answers():
     back = confirmed(tracker, OTHER_FACE)
     new = back.track_ids[0]
     assert new != first  # detections carry no embedding: nothing says who this is yet
+    # ...so until identity answers, the face shows no id rather than one it may lose
+    [waiting] = tracker.output(back).event["faces"]
+    assert waiting["track_id"] == UNCONFIRMED
+    assert "identity" in {job.task for job in back.jobs}
     tracker.fuse(identity(new, "ada", 0.3))
+    # a frame tracked before the answer and put out after it shows who it was
+    [face] = tracker.output(back).event["faces"]
+    assert (face["track_id"], face["age"]) == (first, 40.0)
     [work] = feed(tracker, [tracker.next_seq], OTHER_FACE)
     assert work.track_ids == (first,)
     ends = [e for e in work.events if e["type"] == "track_end"]
-    assert [e["track_id"] for e in ends] == [new]
+    assert [(e["track_id"], e["merged_into"]) for e in ends] == [(new, first)]
     [face] = tracker.output(work).event["faces"]
     assert (face["track_id"], face["age"], face["identity"]["name"]) == (first, 40.0, "ada")
+    assert tracker.tracks_started == 1
+
+
+def test_a_face_the_detector_misses_for_a_frame_is_shown_where_its_track_went():
+    tracker = stream()
+    moving = [(100.0 + 4 * f, 100.0, 160.0 + 4 * f, 170.0) for f in range(12)]
+    for f in range(10):
+        feed(tracker, [f], moving[f], OTHER_FACE)
+    [work] = feed(tracker, [10], OTHER_FACE)  # the moving face is missed
+    assert work.predicted == (False, True) and work.track_ids == (2, 1)
+    assert all(job.indices == (0,) for job in work.jobs)  # no crop, no job, for a guessed box
+    shown = tracker.output(work).event["faces"]
+    assert [(f["track_id"], f.get("predicted", False)) for f in shown] == [(2, False), (1, True)]
+    np.testing.assert_allclose(shown[1]["box"], moving[10], atol=1.0)
+
+
+def test_a_face_back_at_the_edge_gets_a_look_as_soon_as_it_is_whole():
+    tracker = stream()
+    first = confirmed(tracker).track_ids[0]
+    tracker.fuse(identity(first, "ada", 0.3))
+    for seq in range(tracker.next_seq, tracker.next_seq + 100):
+        tracker.add(seq, seq / FPS, faces())
+    cut = (604.0, 100.0, 640.0, 170.0)  # at the picture's edge, narrower than a whole face
+    back = confirmed(tracker, cut)
+    new = back.track_ids[0]
+    assert [job.task for job in back.jobs if job.task == "identity"] == ["identity"]
+    tracker.fuse(Recognised("identity", (new,), embeddings=np.eye(1, 128, 5, dtype=np.float32)))
+    [still_cut] = feed(tracker, [tracker.next_seq], cut)
+    assert "identity" not in {job.task for job in still_cut.jobs}  # a look at half a face says little
+    # a little more of it: whole now, though not grown enough for the budget's own next look
+    [whole] = feed(tracker, [tracker.next_seq], (600.0, 100.0, 640.0, 170.0))
+    assert [job.track_ids for job in whole.jobs if job.task == "identity"] == [(new,)]
+    tracker.fuse(identity(new, "ada", 0.3))
+    [face] = tracker.output(whole).event["faces"]
+    assert face["track_id"] == first

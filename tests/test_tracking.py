@@ -343,3 +343,101 @@ def test_a_look_at_a_cut_face_names_a_lost_track_only_when_very_close():
         # the identity job's crop came from a face half out of the picture
         tracker.set_embedding(2, look, box=np.array([612.0, 170.0, 644.0, 230.0]))
         assert feed(tracker, 113, [box(620, 200, 60)]).track_ids == ((1,) if same else (2,))
+
+
+# --- what is shown: coasting through detector misses, ids held for a returning person's look ---
+
+
+def test_a_confirmed_face_the_detector_misses_briefly_is_reported_where_it_went():
+    tracker = Tracker(TrackerConfig(show_coasting_s=0.22))
+    for f in range(10):
+        feed(tracker, f, [box(100 + 4 * f, 200)])
+    missed = [feed(tracker, f, []) for f in range(10, 18)]
+    coasted = [u for u in missed if u.coasting]
+    assert [u.coasting for u in coasted] == [(1,)] * 5  # 5 frames at 25 fps, then not any more
+    first = coasted[0].coasting_boxes[0]
+    np.testing.assert_allclose((first[0] + first[2]) / 2, 140, atol=1.0)  # moved on at 4 px a frame
+    assert feed(tracker, 18, [box(172, 200)]).track_ids == (1,)
+
+
+def test_a_tentative_face_and_a_detected_one_never_coast():
+    tracker = Tracker()
+    for f in range(3):
+        feed(tracker, f, [box(100, 200)])
+    feed(tracker, 3, [box(100, 200), box(400, 200)])
+    update = feed(tracker, 4, [box(100, 200)])  # the tentative face at 400 is missed
+    assert update.track_ids == (1,) and update.coasting == ()
+
+
+def away_and_back(tracker: Tracker, rng) -> None:
+    """Ada is seen with her look, leaves for 4 s (too long to come back by position) and a face
+    is seen elsewhere for confirm_hits frames: track 2, with no look yet."""
+    for f in range(10):
+        feed(tracker, f, [box(100, 200)])
+    tracker.set_embedding(1, seen_as(person(1), rng))
+    for f in range(10, 110):
+        feed(tracker, f, [])
+    for f in range(110, 110 + tracker.config.confirm_hits):
+        feed(tracker, f, [box(480, 260, 60)])
+
+
+def test_a_face_confirmed_while_someone_is_away_shows_no_id_until_its_look_names_it():
+    rng = np.random.default_rng(7)
+    tracker = Tracker()
+    away_and_back(tracker, rng)
+    assert tracker.shown_id(2) == UNCONFIRMED and tracker.awaiting_look(2)
+    tracker.set_embedding(2, seen_as(person(1), rng))
+    assert tracker.shown_id(2) == 1  # frames tracked as 2 show who it was
+    update = feed(tracker, 114, [box(482, 260, 60)])
+    assert update.track_ids == (1,)
+    assert [(e.track_id, e.merged_into) for e in update.ended] == [(2, 1)]
+
+
+def test_a_stranger_waiting_for_a_look_shows_its_own_id_once_the_look_answers_or_time_runs_out():
+    rng = np.random.default_rng(8)
+    tracker = Tracker()
+    away_and_back(tracker, rng)
+    tracker.set_embedding(2, seen_as(person(2), rng))
+    assert tracker.shown_id(2) == 2 and not tracker.awaiting_look(2)
+
+    slow = Tracker(TrackerConfig(look_wait_s=0.4))
+    away_and_back(slow, rng)
+    waited = [slow.shown_id(2) for f in range(113, 125) if feed(slow, f, [box(480, 260, 60)])]
+    assert waited[:9] == [UNCONFIRMED] * 9 and waited[10:] == [2, 2]  # 0.4 s at 25 fps
+
+
+def test_with_nobody_away_a_new_face_shows_its_id_at_once():
+    rng = np.random.default_rng(9)
+    tracker = Tracker()
+    for f in range(3):
+        tracker.update(f / FPS, np.array([box(100, 200), box(400, 200)]), np.full(2, 0.9),
+                       [seen_as(person(1), rng), None])
+    assert tracker.shown_id(1) == 1 and tracker.shown_id(2) == 2
+
+
+def test_a_face_gone_behind_another_or_leaving_is_not_shown_where_it_might_be():
+    tracker = Tracker()
+    for f in range(10):
+        feed(tracker, f, [box(100 + 4 * f, 200), box(300, 200)])
+    behind = feed(tracker, 10, [box(140, 200, 44)])  # a face now stands where the first went
+    assert behind.track_ids == (1,) and behind.coasting == (2,) and 1 not in behind.coasting
+
+    leaving = Tracker()
+    for f in range(10):
+        feed(leaving, f, [[0, 175, 40, 225]])
+    cut = feed(leaving, 10, [[0, 175, 26, 225]])  # cut by the picture's edge: 26 px of a 40 px face
+    assert cut.track_ids == (1,) and feed(leaving, 11, []).coasting == ()
+
+
+def test_a_weak_detection_only_continues_a_track_no_strong_one_took_and_that_it_overlaps():
+    tracker = Tracker(TrackerConfig(min_start_score=0.5, weak_min_iou=0.3))
+    for f in range(5):
+        feed(tracker, f, [box(100, 100)])
+    # a weak box right on the track and a strong one a little off: the strong one is the face
+    both = tracker.update(5 / FPS, np.array([box(100, 100), box(108, 100)]), np.array([0.3, 0.9]))
+    assert both.track_ids == (UNCONFIRMED, 1)
+    near = tracker.update(6 / FPS, np.array([box(104, 100)]), np.array([0.3]))
+    assert near.track_ids == (1,)
+    # within the motion gate, but overlapping the track's box too little to be its face
+    far = tracker.update(7 / FPS, np.array([box(135, 100)]), np.array([0.3]))
+    assert far.track_ids == (UNCONFIRMED,)
