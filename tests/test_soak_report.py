@@ -76,3 +76,22 @@ def test_replace_section_swaps_only_that_section_in_place():
     old = REPORT[REPORT.index("## Soak"):REPORT.index("## Gallery")]
     assert out == REPORT.replace(old, new + "\n\n")  # every other byte as it was
     assert replace_section("# title\n", new) == "# title\n\n" + new + "\n"
+
+
+def test_soak_table_names_the_class_that_grew_and_shows_its_slope():
+    from types import SimpleNamespace
+
+    from bench.cpu import CpuByClass
+    from bench.overload import SampledRun, format_soak
+    from schedulers.scheduler import RunSummary
+
+    samples = tuple(Sample(t, None, (), {"PriorityScheduler": (int((180 + 5 * t / 60) * MB),),
+                                         "TrackerActor": (int(170 * MB),)}, 20 * MB,
+                           {"PriorityScheduler": (0,), "TrackerActor": (0,)}) for t in range(0, 600, 5))
+    result = SimpleNamespace(summary=RunSummary(15000, 14990, {"stale": 10}, {}, 0, 600.0), tracks=300)
+    table = format_soak(SampledRun(result, 600.0, 5.0, samples, 6000.0, 0.0, CpuByClass({}, {})))
+    row = next(line for line in table.splitlines() if line.startswith("| PriorityScheduler"))
+    assert "| +5.00 |" in row  # MB/min, RSS and own alike
+    # means of 60-120 s and of the last 60 s: 187.3 MB and 227.1 MB
+    assert "without object-store pages +21.2% (PriorityScheduler)" in table
+    assert "| TrackerActor | 170 | 170 | +0 MB (+0%) | +0.00 | 0 | +0 MB (+0%) | +0.00 |" in table
