@@ -434,12 +434,13 @@ def format_soak(run: SampledRun) -> str:
     memory = soak_memory(samples, window)
     s = run.result.summary
     rows = [f"| actor class | RSS {window:.0f}–{2 * window:.0f} s MB | RSS last {window:.0f} s MB | change | MB/min "
-            f"| object-store pages in RSS, last {window:.0f} s MB | without them: change | MB/min |",
+            f"| object-store pages in RSS, last {window:.0f} s MB | without them: change | without them: MB/min |",
             "|---|---|---|---|---|---|---|---|"]
     for m in memory:
         rows.append(f"| {m.actor_class} | {m.rss_early_mb:.0f} | {m.rss_late_mb:.0f} "
-                    f"| {_growth(m.rss_early_mb, m.rss_late_mb)} | {_per_min(m.rss_slope)} | {m.store_pages_late_mb:.0f} "
-                    f"| {_growth(m.own_early_mb, m.own_late_mb)} | {_per_min(m.own_slope)} |")
+                    f"| {_growth(m.rss_early_mb, m.rss_late_mb)} | {_per_min(m.rss_slope)} "
+                    f"| {m.store_pages_late_mb:.0f} | {_growth(m.own_early_mb, m.own_late_mb)} "
+                    f"| {_per_min(m.own_slope)} |")
     # the store holds the frames in flight: its use swings with load, so a window's mean, not its peak
     store_early = sum(x.store_used for x in early) / max(len(early), 1) / MB
     store_late = sum(x.store_used for x in late) / max(len(late), 1) / MB
