@@ -20,9 +20,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from actors.cluster import local_only_environment  # noqa: E402
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
+def heap_in_use_mb() -> float:
+    """glibc's bytes in use over all arenas (mallinfo2), in MB: native memory Python's tracemalloc
+    does not see. The structure is built here: ctypes classes do not pickle into a Ray actor."""
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                           "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    return libc.mallinfo2().uordblks / 2**20
 
 
 @ray.remote(num_cpus=0)
@@ -50,11 +58,8 @@ class Owner:
             await asyncio.sleep(1 / rate)
 
     def state(self) -> tuple[int, int, float]:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = _MallInfo2
         worker = ray._private.worker.global_worker.core_worker
-        return (worker.get_memory_store_size(), len(worker.get_all_reference_counts()),
-                libc.mallinfo2().uordblks / 2**20)
+        return worker.get_memory_store_size(), len(worker.get_all_reference_counts()), heap_in_use_mb()
 
 
 def main(seconds: float = 60.0, rate: float = 100.0) -> None:
