@@ -66,11 +66,21 @@ def quiet_tensorflow_import() -> None:
         sys.meta_path.insert(0, _MutedImport("tensorflow"))
 
 
-def runtime_env(verbose: bool = False) -> dict:
-    """The job's code and, unless `verbose`, quiet TensorFlow in every worker."""
-    env = {"py_modules": [str(ROOT / name) for name in PACKAGES], "env_vars": {"RAY_DEDUP_LOGS": "1"}}
+def worker_env(verbose: bool = False) -> dict[str, str]:
+    """Environment variables of every worker of the job. MALLOC_ARENA_MAX: glibc gives each
+    thread that allocates its own arena (Ray's gRPC and IO threads, the libraries' pools), and
+    memory freed in one stays held there: over a 4-minute live soak (2026-11-27) the scheduler's
+    freed-but-held heap (glibc mallinfo2) reached ~15 MB with the default arenas, ~5 MB with two."""
+    env = {"RAY_DEDUP_LOGS": "1", "MALLOC_ARENA_MAX": "2"}
     if not verbose:
-        env["env_vars"]["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+def runtime_env(verbose: bool = False) -> dict:
+    """The job's code and environment and, unless `verbose`, quiet TensorFlow in every worker."""
+    env = {"py_modules": [str(ROOT / name) for name in PACKAGES], "env_vars": worker_env(verbose)}
+    if not verbose:
         env["worker_process_setup_hook"] = "actors.cluster.quiet_tensorflow_import"
     return env
 

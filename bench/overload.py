@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -31,6 +31,13 @@ class Sample:
     latencies_ms: tuple[float, ...]  # end-to-end, of the frames finished since the previous answer
     rss: dict[str, tuple[int, ...]]  # actor class -> bytes, one per process
     store_used: int  # object store bytes
+    # actor class -> bytes of RSS that are object-store pages the process has touched, one per
+    # process: shared with the store (counted in `store_used`), not the process's own memory
+    store_pages: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def own(self, name: str) -> int:
+        """The class's RSS without object-store pages."""
+        return sum(self.rss.get(name, ())) - sum(self.store_pages.get(name, ()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,23 +109,40 @@ def _scheduler_probe(scheduler, seen: int) -> tuple[RunSummary, list[float]]:
     return summary, list(latencies)[len(latencies) - fresh:]
 
 
-def actor_rss() -> dict[str, tuple[int, ...]]:
-    """RSS of every Ray worker this process started, by actor class. Descendants only: another Ray
-    on the same machine (a test run) is not ours. A worker's title is `ray::Class`, or
-    `ray::Class.method` while it runs one."""
-    out: dict[str, list[int]] = {}
+def store_pages(pid: int) -> int:
+    """Bytes of `pid`'s RSS in its mapping of the object store (plasma's shared file): pages of
+    objects the process has read or written. They grow as the store hands out fresh addresses,
+    up to the store's own footprint, and belong to the store, not the process."""
+    total, in_store = 0, False
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                in_store = "/plasma" in line
+            elif in_store and line.startswith("Rss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def actor_memory() -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
+    """RSS of every Ray worker this process started and the object-store pages in it, by actor
+    class. Descendants only: another Ray on the same machine (a test run) is not ours. A worker's
+    title is `ray::Class`, or `ray::Class.method` while it runs one."""
+    rss: dict[str, list[int]] = {}
+    pages: dict[str, list[int]] = {}
     for proc in psutil.Process().children(recursive=True):
         try:
             title = " ".join(proc.cmdline())
-            rss = proc.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            if not title.startswith("ray::"):
+                continue
+            name = process_class(proc)
+            if name == RAY_OWN_CLASS:
+                continue
+            process_rss, process_pages = proc.memory_info().rss, store_pages(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, FileNotFoundError, ProcessLookupError):
             continue
-        if not title.startswith("ray::"):
-            continue
-        name = process_class(proc)
-        if name != RAY_OWN_CLASS:
-            out.setdefault(name, []).append(rss)
-    return {name: tuple(values) for name, values in out.items()}
+        rss.setdefault(name, []).append(process_rss)
+        pages.setdefault(name, []).append(process_pages)
+    return ({name: tuple(v) for name, v in rss.items()}, {name: tuple(v) for name, v in pages.items()})
 
 
 def paced_copy(video: str, fps: float, path: Path) -> Path:
@@ -186,8 +210,9 @@ class _Sampler(threading.Thread):
                 summary, latencies = None, []
             store = internal_api.get_memory_info_reply(self._state).store_stats
             self.store_capacity, self.spilled = store.object_store_bytes_avail, store.spilled_bytes_total
-            self.samples.append(Sample(t, summary, tuple(1000 * s for s in latencies), actor_rss(),
-                                       store.object_store_bytes_used))
+            rss, pages = actor_memory()
+            self.samples.append(Sample(t, summary, tuple(1000 * s for s in latencies), rss,
+                                       store.object_store_bytes_used, pages))
             self.stop.wait(max(0.0, self.start_time + len(self.samples) * self.interval_s - time.monotonic()))
 
 
@@ -342,6 +367,63 @@ def soak_run(video: str, work_dir: Path, seconds: float = 600, interval_s: float
     return sampled_run(config, Path(work_dir) / "run", interval_s)
 
 
+def slope_mb_per_min(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, bytes) points, in MB a minute: a steady leak shows as a
+    slope however the windows' means happen to fall; noise averages out."""
+    if len(points) < 2 or len({t for t, _ in points}) < 2:
+        return math.nan
+    t, value = np.array(points, dtype=float).T
+    return float(np.polyfit(t, value, 1)[0]) * 60 / MB
+
+
+@dataclass(frozen=True, slots=True)
+class SoakMemory:
+    """One actor class over a soak: RSS, and its own memory (RSS without the object-store pages it
+    maps), as means over the early and last windows and as a slope from the early window on."""
+
+    actor_class: str
+    rss_early_mb: float
+    rss_late_mb: float
+    rss_slope: float  # MB a minute
+    store_pages_late_mb: float
+    own_early_mb: float
+    own_late_mb: float
+    own_slope: float
+
+
+def soak_memory(samples: list[Sample], window_s: float) -> tuple[SoakMemory, ...]:
+    """From `window_s` on (start-up and first enrolments done): the window after it against the
+    last one, and the slope over everything in between."""
+    early = [s for s in samples if window_s <= s.t < 2 * window_s]
+    late = [s for s in samples if s.t >= samples[-1].t - window_s]
+    steady = [s for s in samples if s.t >= window_s]
+
+    def mean_mb(group: list[Sample], value) -> float:
+        values = [value(s) for s in group]
+        return sum(values) / len(values) / MB if values else math.nan
+
+    out = []
+    for name in sorted({name for s in samples for name in s.rss}):
+        seen = [s for s in steady if name in s.rss]
+        out.append(SoakMemory(
+            name, mean_mb([s for s in early if name in s.rss], lambda s: sum(s.rss[name])),
+            mean_mb([s for s in late if name in s.rss], lambda s: sum(s.rss[name])),
+            slope_mb_per_min([(s.t, sum(s.rss[name])) for s in seen]),
+            mean_mb([s for s in late if name in s.rss], lambda s: sum(s.store_pages.get(name, ()))),
+            mean_mb([s for s in early if name in s.rss], lambda s: s.own(name)),
+            mean_mb([s for s in late if name in s.rss], lambda s: s.own(name)),
+            slope_mb_per_min([(s.t, s.own(name)) for s in seen])))
+    return tuple(out)
+
+
+def _per_min(slope: float) -> str:
+    return f"{slope if abs(slope) >= 0.005 else 0.0:+.2f}"  # no "-0.00" for a flat line
+
+
+def _change(first: float, last: float) -> float:
+    return (last - first) / first if first > 0 else math.nan
+
+
 def format_soak(run: SampledRun) -> str:
     """Memory of every actor class and the object store, from the second minute (start-up and
     first enrolments done) to the last."""
@@ -349,21 +431,32 @@ def format_soak(run: SampledRun) -> str:
     window = min(60.0, run.seconds / 4)
     early = [s for s in samples if window <= s.t < 2 * window]
     late = [s for s in samples if s.t >= samples[-1].t - window]
-    memory = _class_memory(early, late, samples)
+    memory = soak_memory(samples, window)
     s = run.result.summary
-    rows = [f"| actor class | RSS {window:.0f}–{2 * window:.0f} s MB | RSS last {window:.0f} s MB | change |",
-            "|---|---|---|---|"]
-    worst = 0.0
+    rows = [f"| actor class | RSS {window:.0f}–{2 * window:.0f} s MB | RSS last {window:.0f} s MB | change | MB/min "
+            f"| object-store pages in RSS, last {window:.0f} s MB | without them: change | without them: MB/min |",
+            "|---|---|---|---|---|---|---|---|"]
     for m in memory:
-        change = (m.last_mb - m.first_mb) / m.first_mb if m.first_mb > 0 else math.nan
-        worst = max(worst, abs(change)) if not math.isnan(change) else worst
-        rows.append(f"| {m.actor_class} | {m.first_mb:.0f} | {m.last_mb:.0f} | {_growth(m.first_mb, m.last_mb)} |")
-    store_early = max((x.store_used for x in early), default=0) / MB
-    store_late = max((x.store_used for x in late), default=0) / MB
-    rows.append(f"| object store (peak in window) | {store_early:.0f} | {store_late:.0f} | "
-                f"{_growth(store_early, store_late)} |")
+        rows.append(f"| {m.actor_class} | {m.rss_early_mb:.0f} | {m.rss_late_mb:.0f} "
+                    f"| {_growth(m.rss_early_mb, m.rss_late_mb)} | {_per_min(m.rss_slope)} "
+                    f"| {m.store_pages_late_mb:.0f} | {_growth(m.own_early_mb, m.own_late_mb)} "
+                    f"| {_per_min(m.own_slope)} |")
+    # the store holds the frames in flight: its use swings with load, so a window's mean, not its peak
+    store_early = sum(x.store_used for x in early) / max(len(early), 1) / MB
+    store_late = sum(x.store_used for x in late) / max(len(late), 1) / MB
+    store_slope = slope_mb_per_min([(x.t, x.store_used) for x in samples if x.t >= window])
+    rows.append(f"| object store use | {store_early:.0f} | {store_late:.0f} | "
+                f"{_growth(store_early, store_late)} | {_per_min(store_slope)} | - | - | - |")
+    worst_rss = max(memory, key=lambda m: abs(_change(m.rss_early_mb, m.rss_late_mb)))
+    worst_own = max(memory, key=lambda m: abs(_change(m.own_early_mb, m.own_late_mb)))
     return (f"## Soak: {run.seconds:.0f} s live with `--enrol-unknown`\n\n"
             f"The sample looped as a 25 fps camera, unknown faces enrolled into a fresh gallery; memory sampled every "
-            f"{run.interval_s:.0f} s. Captured {s.captured}, processed {s.processed}, dropped "
-            f"{sum(s.dropped.values())}; {run.result.tracks} tracks. Largest change of an actor class from the "
-            f"second window to the last: {worst:.1%}.\n\n" + "\n".join(rows))
+            f"{run.interval_s:.0f} s (`bench/overload.py`, `launch/bench.py --only soak`). Captured {s.captured}, "
+            f"processed {s.processed}, dropped {sum(s.dropped.values())}; {run.result.tracks} tracks. Windows are "
+            f"means over {window:.0f} s; MB/min is the least-squares slope of every sample from {window:.0f} s on. A "
+            "process's RSS includes the object-store pages it has touched (read frames or crops): they are the "
+            "store's memory, shared and already counted in the store's use, so each class is also shown without "
+            "them. Largest change from the second window to the last: RSS "
+            f"{_change(worst_rss.rss_early_mb, worst_rss.rss_late_mb):+.1%} ({worst_rss.actor_class}); without "
+            f"object-store pages {_change(worst_own.own_early_mb, worst_own.own_late_mb):+.1%} "
+            f"({worst_own.actor_class}).\n\n" + "\n".join(rows))

@@ -19,6 +19,7 @@ from bench.models import format_costs, model_costs  # noqa: E402
 from bench.overload import format_overload, format_soak, overload_benchmark, soak_run  # noqa: E402
 from bench.pipeline import (EVERY_FRAME, cpu_table, format_live, format_ray_costs, hop_cost_ms,  # noqa: E402
                             live_run, media_cost_ms, ray_costs_ms, run_pipeline)
+from bench.report import replace_section  # noqa: E402
 from models.analyzer import FaceAnalyzer  # noqa: E402
 from models.baseline import run_sequential  # noqa: E402
 
@@ -37,17 +38,24 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
+def start_local_ray() -> None:
+    """A local Ray on 127.0.0.1 with this machine's CPUs, its workers set up as the demo's are."""
+    import ray
+
+    from actors.cluster import local_only_environment, worker_env
+
+    local_only_environment()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning",
+             runtime_env={"env_vars": worker_env()})
+
+
 def pipeline_section(args, baseline_fps: float, baseline_s_per_frame: float) -> list[str]:
     """The actor pipeline on a local Ray with this machine's CPUs, in the same run as the baseline
     it is divided by: lossless runs, live runs at the camera's rate, CPU by actor class, and the
     overload and soak runs."""
     import ray
 
-    from actors.cluster import local_only_environment
-
-    local_only_environment()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning",
-             runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}})
+    start_local_ray()
     sections = []
     try:
         runs = []
@@ -111,6 +119,25 @@ def kept_sections(path: Path) -> list[str]:
     return [part.strip() for part in parts if part.startswith("## GPU")]
 
 
+def soak_only(args) -> int:
+    """The soak alone, its section replaced in `args.out`; every other section stays as it is."""
+    import ray
+
+    from bench.charts import write_charts
+
+    start_local_ray()
+    try:
+        print(f"soak: {args.soak_seconds:.0f} s live with --enrol-unknown", file=sys.stderr)
+        section = format_soak(soak_run(args.video, args.work / "soak", args.soak_seconds))
+    finally:
+        ray.shutdown()
+    print(section)
+    args.out.write_text(replace_section(args.out.read_text() if args.out.exists() else "", section))
+    for chart in write_charts(section, args.out.resolve().parent / "docs"):
+        print(f"chart: {chart}", file=sys.stderr)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="launch/bench.py", description=__doc__)
     p.add_argument("--video", default=str(SAMPLE), help="video for the baseline (default: the bundled sample)")
@@ -124,7 +151,11 @@ def main(argv=None) -> int:
     p.add_argument("--soak-seconds", type=float, default=600,
                    help="seconds of the live soak with --enrol-unknown, memory sampled (default 600; 0: skip)")
     p.add_argument("--work", type=Path, default=Path("out/bench"), help="folder for the pipeline runs' outputs")
+    p.add_argument("--only", choices=("soak",),
+                   help="run only this section and replace it in --out, keeping the rest of the file")
     args = p.parse_args(argv)
+    if args.only == "soak":
+        return soak_only(args)
 
     sections = [f"# facelive benchmarks\n\nMachine: {machine()}. Date: {datetime.date.today()}. "
                 "Absolute numbers hold for this machine only; compare ratios within one run."]
