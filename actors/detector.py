@@ -1,8 +1,7 @@
 """`DetectorActor`: detection, landmarks and every model's aligned chips for a batch of frames.
-Separate return values: the face counts (all the scheduler waits for), each frame's faces (fetched
-by the stream's tracker) and each frame's chips, which stay in the object store, owned by the
-caller (they outlive this actor if it dies) and fetched only by the recognition actor that needs
-them."""
+Separate return values: the face counts (all the scheduler waits for), and each frame's faces and
+chips, which go from the object store to the stream's tracker without passing through the
+scheduler (the tracker puts the chips again and owns them for the recognition jobs)."""
 from __future__ import annotations
 
 import numpy as np

@@ -13,7 +13,7 @@ import ray
 
 from actors.sinks import EVENT_BATCH, AnnotatedVideo
 from core.config import PipelineConfig
-from core.messages import FaceBoxes, FrameRef, RecognitionJob
+from core.messages import FaceBoxes, FaceCrops, FrameRef, RecognitionJob
 from core.stream import FrameWork, StreamTracker
 
 log = logging.getLogger("facelive.tracker")
@@ -63,8 +63,10 @@ class TrackerActor:
         self.carried = 0
 
     # async methods: they run on the actor's event loop, where the recognition tasks live
-    async def on_detections(self, frame: FrameRef, faces: FaceBoxes, crops: list) -> None:
-        self._add(frame, await self._pixels(frame), faces, crops)
+    async def on_detections(self, frame: FrameRef, faces: FaceBoxes, crops: FaceCrops) -> None:
+        # put again by this actor, which owns the recognition jobs' crops from here on (see
+        # PriorityScheduler._detect)
+        self._add(frame, await self._pixels(frame), faces, [ray.put(crops)])
 
     async def on_carried(self, frame: FrameRef) -> None:
         self._add(frame, await self._pixels(frame), None, None, carried=True)
