@@ -59,9 +59,16 @@ def _kept(reference, candidate) -> int:
 
 
 def test_int8_detector_keeps_fp32_faces_on_the_shared_media_and_is_default_only_above_099(registry):
+    from models.derived import pipeline_max_side
+    from models.detector import DetectorConfig
     from models.registry import DEFAULT_MODELS
 
-    fp32, int8 = registry.load("centerface"), registry.load("centerface-int8")
+    # at the size the pipeline runs and the file was calibrated at. The calibration saw none of these
+    # frames (models/derived.py calibration_images), but a third of the video frames have one of its
+    # frames next to them; calibrated on the videos' first halves only, a build kept 0.991 of the
+    # faces in their second halves (2026-11-27)
+    config = DetectorConfig(max_side=pipeline_max_side())
+    fp32, int8 = registry.load("centerface", config=config), registry.load("centerface-int8", config=config)
     images = _shared_images()
     assert len(images) == 201
     kept = total = 0
@@ -71,7 +78,7 @@ def test_int8_detector_keeps_fp32_faces_on_the_shared_media_and_is_default_only_
         total += len(reference)
     assert total > 450
     ratio = kept / total
-    assert ratio >= 0.98  # measured 0.988 (2026-11-27)
+    assert ratio >= 0.99  # measured 0.994 (2026-11-27): the faces lost score 0.50-0.53 in fp32
     assert (DEFAULT_MODELS["detection"] == "centerface-int8") == (ratio >= 0.99)
 
 

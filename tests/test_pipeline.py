@@ -135,7 +135,7 @@ def test_demo_cli_writes_summary(local_ray, tmp_path):
     assert main(["--source", str(clip), "--out", str(tmp_path / "out"), "--pool", "identity=1:num_cpus=0.25"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["frames"] == {"captured": 20, "processed": 20, "dropped": {}, "carried": 0}
-    assert summary["devices"]["detection"] == {"centerface": "cpu", "dlib-5pt": "cpu"}
+    assert summary["devices"]["detection"] == {"centerface-int8": "cpu", "dlib-5pt": "cpu"}
     assert set(summary["stages"]["detection"]) == {"fps", "latency_ms"}
 
 
