@@ -59,7 +59,7 @@ def spawn_pool_actor(spec: PoolSpec, config: PipelineConfig, name: str, gallery=
     if spec.resources:
         options["resources"] = dict(spec.resources)
     if spec.task == "detection":
-        models = {"detection": spec.model} if spec.model else None
+        models = {"detection": spec.model or config.detector_model}
         detector = DetectorConfig(threshold=config.detector_threshold, max_side=config.detector_max_side)
         return named(DetectorActor, name, **options).remote(models, detector, config.threads, config.models_file,
                                                             device)

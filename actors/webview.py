@@ -102,7 +102,8 @@ class ViewActor:
         self.registry = ModelRegistry()
         if config.models_file:
             self.registry.add_file(config.models_file)
-        self.current = {t: self.specs[t].model or DEFAULT_MODELS[MODEL_TASK[t]] for t in TASKS}
+        self.current = {t: self.specs[t].model or (config.detector_model if t == "detection"
+                                                    else DEFAULT_MODELS[MODEL_TASK[t]]) for t in TASKS}
         self.streams: dict[str, StreamView] = {}
         self.recent: deque[dict] = deque(maxlen=keep_events)
         self.swaps: deque[dict] = deque(maxlen=20)

@@ -67,6 +67,9 @@ class PipelineConfig:
     # 480: recall 0.971 against 0.961 at 640 on crossing_faces, at 0.58 of the time (BENCHMARKS.md)
     detector_max_side: int = 480
     detector_threshold: float = 0.5
+    # the detection pool's model unless a pool names one: int8 keeps 0.994 of fp32's faces at 480 at
+    # 0.63 of the time (tests/test_model_speed.py); batch tools keep fp32 at 640, where int8 keeps 0.986
+    detector_model: str = "centerface-int8"
     pools: tuple[PoolSpec, ...] = ()
     tracker: TrackerConfig = TrackerConfig()
     fusion: FusionConfig = FusionConfig()

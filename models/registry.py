@@ -17,8 +17,8 @@ ZOO = Path(__file__).with_name("zoo.toml")
 
 # the models each recognition task runs unless the config names others
 DEFAULT_MODELS = {
-    # int8 built at set-up: keeps 0.994 of fp32's faces at the pipeline's 480 (tests/test_model_speed.py)
-    "detection": "centerface-int8",
+    # fp32 for batch work at 640; the pipeline detects at 480 with int8 (PipelineConfig.detector_model)
+    "detection": "centerface",
     "landmarks": "dlib-5pt",
     "age": "cydral-age-v1",
     "gender": "cydral-gender-v1",

@@ -59,9 +59,9 @@ def _kept(reference, candidate) -> int:
 
 
 def test_int8_detector_keeps_fp32_faces_on_the_shared_media_and_is_default_only_above_099(registry):
+    from core.config import PipelineConfig
     from models.derived import pipeline_max_side
     from models.detector import DetectorConfig
-    from models.registry import DEFAULT_MODELS
 
     # at the size the pipeline runs and the file was calibrated at. The calibration saw none of these
     # frames (models/derived.py calibration_images), but a third of the video frames have one of its
@@ -79,7 +79,7 @@ def test_int8_detector_keeps_fp32_faces_on_the_shared_media_and_is_default_only_
     assert total > 450
     ratio = kept / total
     assert ratio >= 0.99  # measured 0.994 (2026-11-27): the faces lost score 0.50-0.53 in fp32
-    assert (DEFAULT_MODELS["detection"] == "centerface-int8") == (ratio >= 0.99)
+    assert (PipelineConfig().detector_model == "centerface-int8") == (ratio >= 0.99)
 
 
 def test_tflite_expression_matches_keras_on_real_faces(registry, analyzer, photo):
