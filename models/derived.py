@@ -2,6 +2,8 @@
 facelive's own test media only (no download, no user data)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from pathlib import Path
 
@@ -99,11 +101,13 @@ def quantize_centerface(source: Path, target: Path) -> Path:
         folded, prepared = Path(tmp) / "folded.onnx", Path(tmp) / "prepared.onnx"
         onnx.save(model, folded)
         quant_pre_process(str(folded), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared), str(target), _CalibrationBlobs(calibration_images(), pipeline_max_side()),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile,
-            nodes_to_exclude=in_float, extra_options=CALIBRATION)
+        # onnxruntime's calibrator prints a line per calibration batch into `make setup`'s output
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(
+                str(prepared), str(target), _CalibrationBlobs(calibration_images(), pipeline_max_side()),
+                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile,
+                nodes_to_exclude=in_float, extra_options=CALIBRATION)
     return target
 
 
