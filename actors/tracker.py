@@ -65,8 +65,8 @@ class TrackerActor:
     # async methods: they run on the actor's event loop, where the recognition tasks live
     async def on_detections(self, frame: FrameRef, faces: FaceBoxes, crops: FaceCrops) -> None:
         # put again by this actor, which owns the recognition jobs' crops from here on (see
-        # PriorityScheduler._detect)
-        self._add(frame, await self._pixels(frame), faces, [ray.put(crops)])
+        # PriorityScheduler._detect); a frame without faces has no jobs, so nothing to put
+        self._add(frame, await self._pixels(frame), faces, [ray.put(crops)] if len(faces) else None)
 
     async def on_carried(self, frame: FrameRef) -> None:
         self._add(frame, await self._pixels(frame), None, None, carried=True)
