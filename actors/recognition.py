@@ -1,5 +1,6 @@
-"""Recognition actors: each takes a batch of jobs (crop refs + face indices), runs its model once
-on all their chips, and returns one `Recognised` per job. Only crops reach them, never frames."""
+"""Recognition actors: each takes a batch of jobs (a frame handle + the faces' landmarks), cuts
+its own models' chips from the frames, runs each model once on all of them, and returns one
+`Recognised` per job."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -10,6 +11,7 @@ import ray
 from actors.gallery import replica
 from core.gallery import GalleryConfig
 from core.messages import AgeEstimates, ClassScores, Recognised, RecognitionJob
+from models.align import cut_crops
 from models.entry import CropSpec
 from models.registry import DEFAULT_MODELS, ModelRegistry
 
@@ -62,10 +64,10 @@ class _Recognition:
     def crop_specs(self) -> list[CropSpec]: ...
 
     def run(self, jobs: list[RecognitionJob]) -> list[Recognised]:
-        crops = ray.get([job.crops[0] for job in jobs])
-        sizes = [len(job.indices) for job in jobs]
-        chips = {key: np.concatenate([c.chips[key][list(job.indices)] for c, job in zip(crops, jobs)])
-                 for key in (spec.key for spec in self.crop_specs())}
+        specs = self.crop_specs()
+        crops = [cut_crops(image, job.landmarks, specs) for image, job in zip(ray.get([j.frame[0] for j in jobs]), jobs)]
+        sizes = [len(job.track_ids) for job in jobs]
+        chips = {spec.key: np.concatenate([c.chips[spec.key] for c in crops]) for spec in specs}
         results = self.split(self.infer(chips), jobs, np.cumsum([0] + sizes))
         if not all(r.rows_match() for r in results):
             raise ValueError(f"{self.task}: the model answered a different number of rows than the {sum(sizes)} faces asked")

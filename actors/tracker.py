@@ -13,7 +13,7 @@ import ray
 
 from actors.sinks import EVENT_BATCH, AnnotatedVideo
 from core.config import PipelineConfig
-from core.messages import FaceBoxes, FaceCrops, FrameRef, RecognitionJob
+from core.messages import FaceBoxes, FrameRef, RecognitionJob
 from core.stream import FrameWork, StreamTracker
 
 log = logging.getLogger("facelive.tracker")
@@ -48,9 +48,9 @@ class TrackerActor:
                                   alarm_cooldown_s=config.alarm_cooldown_s,
                                   enrol_after=config.enrol_after if config.enrol_unknown and gallery else None,
                                   names_faces=gallery is not None)
-        # seq -> (frame, its pixels, its crops): pixels are fetched as the frame arrives, so putting
-        # it out later never waits on the object store
-        self._frames: dict[int, tuple[FrameRef | None, object, list | None]] = {}
+        # seq -> (frame, its pixels): pixels are fetched as the frame arrives, so putting it out
+        # later never waits on the object store
+        self._frames: dict[int, tuple[FrameRef | None, object]] = {}
         self._done: dict[int, tuple[FrameWork, FrameRef | None, object]] = {}
         self._next_out = 0
         self._reported: list[tuple[int, float, float]] = []
@@ -63,18 +63,16 @@ class TrackerActor:
         self.carried = 0
 
     # async methods: they run on the actor's event loop, where the recognition tasks live
-    async def on_detections(self, frame: FrameRef, faces: FaceBoxes, crops: FaceCrops) -> None:
-        # put again by this actor, which owns the recognition jobs' crops from here on (see
-        # PriorityScheduler._detect); a frame without faces has no jobs, so nothing to put
-        self._add(frame, await self._pixels(frame), faces, [ray.put(crops)] if len(faces) else None)
+    async def on_detections(self, frame: FrameRef, faces: FaceBoxes) -> None:
+        self._add(frame, await self._pixels(frame), faces)
 
     async def on_carried(self, frame: FrameRef) -> None:
-        self._add(frame, await self._pixels(frame), None, None, carried=True)
+        self._add(frame, await self._pixels(frame), None, carried=True)
 
     async def on_dropped(self, seq: int) -> None:
         if seq < self.core.next_seq or seq in self._frames:
             return  # it reached the tracker before the scheduler gave it up
-        self._frames[seq] = (None, None, None)
+        self._frames[seq] = (None, None)
         self._start(self.core.add(seq, 0.0, None))
 
     async def _pixels(self, frame: FrameRef):
@@ -84,16 +82,17 @@ class TrackerActor:
             log.error("%s#%d: frame lost from the object store: %r", self.stream, frame.seq, error)
             return None
 
-    def _add(self, frame: FrameRef, image, faces: FaceBoxes | None, crops: list | None, carried: bool = False) -> None:
+    def _add(self, frame: FrameRef, image, faces: FaceBoxes | None, carried: bool = False) -> None:
         if frame.seq < self.core.next_seq or frame.seq in self._frames:
             return  # a retried detection whose first answer already arrived, or a frame already dropped
-        self._frames[frame.seq] = (frame, image, crops)
+        self._frames[frame.seq] = (frame, image)
         self.carried += carried
         self._start(self.core.add(frame.seq, frame.t_stream, faces, frame.t_capture, carried=carried))
 
     def _start(self, ready: list[FrameWork]) -> None:
         for work in ready:
-            jobs = [RecognitionJob(self.stream, work.seq, job.task, self._frames[work.seq][2], job.indices,
+            frame = self._frames[work.seq][0]
+            jobs = [RecognitionJob(self.stream, work.seq, job.task, [frame.ref], work.faces.landmarks[list(job.indices)],
                                    job.track_ids) for job in work.jobs]
             now, later = [], []
             for job in jobs:
@@ -131,7 +130,7 @@ class TrackerActor:
                 self._complete(work)
 
     def _complete(self, work: FrameWork) -> None:
-        frame, image, _ = self._frames.pop(work.seq)
+        frame, image = self._frames.pop(work.seq)
         self._done[work.seq] = (work, frame, image)
         while self._next_out in self._done:
             work, frame, image = self._done.pop(self._next_out)

@@ -454,7 +454,7 @@ def format_soak(run: SampledRun) -> str:
             f"{run.interval_s:.0f} s (`bench/overload.py`, `launch/bench.py --only soak`). Captured {s.captured}, "
             f"processed {s.processed}, dropped {sum(s.dropped.values())}; {run.result.tracks} tracks. Windows are "
             f"means over {window:.0f} s; MB/min is the least-squares slope of every sample from {window:.0f} s on. A "
-            "process's RSS includes the object-store pages it has touched (read frames or crops): they are the "
+            "process's RSS includes the object-store pages it has touched (frames it read): they are the "
             "store's memory, shared and already counted in the store's use, so each class is also shown without "
             "them. Largest change from the second window to the last: RSS "
             f"{_change(worst_rss.rss_early_mb, worst_rss.rss_late_mb):+.1%} ({worst_rss.actor_class}); without "

@@ -241,8 +241,8 @@ def ray_costs_ms(repeats: int = 400) -> dict[str, float]:
 
 # what one frame needs of Ray in this design: admit, detect, detections to the tracker, its
 # recognition jobs to the scheduler and on to two pools, a share of the batched reports; the frame
-# and its crops put once each; the frame fetched by the detector and the tracker, the crops by two pools
-FRAME_NEEDS = {"actor call": 5.5, "frame put": 2, "frame put + handle passed + fetched": 4}
+# put once and fetched by the detector, the tracker and two pools (which cut their chips from it)
+FRAME_NEEDS = {"actor call": 5.5, "frame put": 1, "frame put + handle passed + fetched": 4}
 
 
 def format_ray_costs(costs: dict[str, float]) -> str:
@@ -253,6 +253,6 @@ def format_ray_costs(costs: dict[str, float]) -> str:
     return ("What Ray's operations cost here, CPU ms summed over every process, cluster idle taken off "
             f"(`bench/pipeline.py` ray_costs_ms): an actor call {costs['actor call']:.2f}, putting a 640×480 frame "
             f"{costs['frame put']:.2f}, passing its handle to an actor that fetches it {fetched:.2f} more. A frame "
-            f"here needs about {FRAME_NEEDS['actor call']:g} calls, {FRAME_NEEDS['frame put']} puts (frame, crops) "
+            f"here needs about {FRAME_NEEDS['actor call']:g} calls, {FRAME_NEEDS['frame put']} put (the frame) "
             f"and {FRAME_NEEDS['frame put + handle passed + fetched']} fetches (detector, tracker, two pools): "
             f"{floor:.1f} ms a frame before any work of ours.")

@@ -1,5 +1,6 @@
 """Frozen messages that cross actor boundaries. Pixels never travel in them by value: a frame is an
-object-store reference (`FrameRef.ref`), the aligned crops of a frame's faces are another."""
+object-store reference (`FrameRef.ref`), and every actor that needs a face's chip cuts it from
+the frame itself."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -96,13 +97,16 @@ class IdentityMatch:
 
 @dataclass(frozen=True, slots=True)
 class RecognitionJob:
-    """One task on some faces of one frame: the tracker asks, a recognition actor answers."""
+    """One task on some faces of one frame: the tracker asks, a recognition actor answers. The
+    actor cuts its own chips from the frame at the faces' landmarks: the frame is in the object
+    store already, while chips cut once for every model were a put and two fetches more a frame,
+    paid even for the frames (most of them, under the budget) that ask for no recognition."""
 
     stream: str
     seq: int
     task: str
-    crops: list[Any]  # [ObjectRef[FaceCrops]]: a list, so Ray hands the ref on unresolved
-    indices: tuple[int, ...]
+    frame: list[Any]  # [ObjectRef to the frame's pixels]: a list, so Ray hands the ref on unresolved
+    landmarks: np.ndarray  # (N, 5, 2) float32, face i of the job is track_ids[i]
     track_ids: tuple[int, ...]
 
 

@@ -83,13 +83,15 @@ class FaceDetectionStage:
     def __call__(self, image: np.ndarray) -> tuple[FaceBoxes, FaceCrops]:
         return self.batch([image])[0]
 
+    def find(self, images: list[np.ndarray]) -> list[FaceBoxes]:
+        """Detection of every image in one network call, with the landmarks chips are cut at."""
+        return [FaceBoxes(found.boxes, found.scores, self.refiner.refine(image, found.boxes))
+                for image, found in zip(images, self.detector.detect_batch(images))]
+
     def batch(self, images: list[np.ndarray]) -> list[tuple[FaceBoxes, FaceCrops]]:
-        """Detection of every image in one network call; landmarks and chips per image."""
-        out = []
-        for image, found in zip(images, self.detector.detect_batch(images)):
-            aligned = FaceBoxes(found.boxes, found.scores, self.refiner.refine(image, found.boxes))
-            out.append((aligned, cut_crops(image, aligned.landmarks, self.crop_specs)))
-        return out
+        """`find`, and every configured recogniser's chips per image."""
+        return [(faces, cut_crops(image, faces.landmarks, self.crop_specs))
+                for image, faces in zip(images, self.find(images))]
 
 
 class FaceAnalyzer:

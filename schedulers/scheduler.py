@@ -226,14 +226,13 @@ class PriorityScheduler:
     async def _detect(self, worker: Worker, items: tuple[WorkItem, ...]) -> None:
         frames: list[FrameRef] = [item.payload for item in items]
         n = len(frames)
-        refs = worker.handle.detect.options(num_returns=1 + 2 * n).remote(frames)
-        # each tracker gets its detections from the object store as soon as they exist: they
-        # never pass through this actor, which only waits for the counts to free the worker
+        refs = worker.handle.detect.options(num_returns=1 + n).remote(frames)
+        # each tracker gets its detections as soon as they exist: they never pass through this
+        # actor, which only waits for the counts to free the worker. A top-level argument, resolved
+        # before the call: a ref the tracker kept past the call would leave an entry in this
+        # actor's object table for good (Ray 2.60, bench/borrow_leak.py)
         for i, frame in enumerate(frames):
-            # the crops as a top-level argument, resolved before the call: a ref the tracker kept past
-            # the call would leave an entry in this actor's object table for good (Ray 2.60,
-            # bench/borrow_leak.py); the tracker puts them again and owns them from there
-            self.trackers[frame.stream].on_detections.remote(frame, refs[1 + i], refs[1 + n + i])
+            self.trackers[frame.stream].on_detections.remote(frame, refs[1 + i])
         try:
             counts = await self._call(worker, refs[0])
         except Exception as error:  # noqa: BLE001 - any failure of the call ends the same way
