@@ -19,15 +19,18 @@ class ModelEntryError(ValueError):
 @dataclass(frozen=True, slots=True)
 class CropSpec:
     """An aligned face chip: `size` pixels square, `padding` of the face width around the landmark
-    template on each side (dlib's convention), in `color`. Models that share a spec share the chip."""
+    template on each side (dlib's convention), in `color`. `detail`: the chip shows no finer detail
+    than a `detail`-pixel raster of the same square would (None: as fine as its own pixels); see
+    models/align.py band_limited_chip. Models that share a spec share the chip."""
 
     size: int
     padding: float
     color: str
+    detail: int | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.size}-{self.padding:g}-{self.color}"
+        return f"{self.size}-{self.padding:g}-{self.color}" + (f"-d{self.detail}" if self.detail else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,9 @@ class ModelEntry:
     color: str = "rgb"
     layout: str = "nchw"
     crop_padding: float = 0.2
+    # the resolution of the faces the model was trained on, when its input is an upscale of them
+    # (FER-2013's 48 px faces fed at 64): chips are band-limited to it (CropSpec.detail)
+    crop_detail: int | None = None
     mean: tuple[float, ...] = (0.0,)
     scale: float = 1.0
     output: str = "probabilities"
@@ -64,7 +70,7 @@ class ModelEntry:
 
     @property
     def crop(self) -> CropSpec:
-        return CropSpec(self.input_size, self.crop_padding, self.color)
+        return CropSpec(self.input_size, self.crop_padding, self.color, self.crop_detail)
 
     @staticmethod
     def from_table(table: dict, source: str, base_dir: Path | None = None) -> ModelEntry:
@@ -103,6 +109,9 @@ class ModelEntry:
             raise ModelEntryError(f"{where}: an age model needs values (the age of each output bin)")
         if (self.made_from is None) != (self.recipe is None):
             raise ModelEntryError(f"{where}: made_from and recipe go together")
+        if self.crop_detail is not None and not 0 < self.crop_detail <= self.input_size:
+            raise ModelEntryError(f"{where}: crop_detail {self.crop_detail} must be between 1 and input_size "
+                                  f"{self.input_size}")
         if len(self.mean) not in (1, 3):
             raise ModelEntryError(f"{where}: mean has {len(self.mean)} values; give 1 or 3")
         if self.fault is not None:
