@@ -151,6 +151,12 @@ class Verdict:
         middle, last = self.slopes
         return last <= 0.25 * max(middle, 0.0) or last <= 0.05
 
+    @property
+    def trend(self) -> str:
+        if any(math.isnan(v) for v in self.slopes):
+            return "too few samples to tell"
+        return "levels off" if self.levels_off else "still growing"
+
     def text(self) -> str:
         def change(pair: tuple[float, float]) -> str:
             return f"{pair[0]:.1f} -> {pair[1]:.1f} MB ({(pair[1] - pair[0]) / pair[0]:+.0%})" if pair[0] > 0 else \
@@ -176,7 +182,7 @@ class Verdict:
                             "where they fall in the raylet's delete cycle"
                             if self.averaged[1] <= (1 + FLAT) * self.averaged[0] else ""))
         lines.append(f"averaged use's slope {self.slopes[0]:+.2f} MB/min (middle third) -> {self.slopes[1]:+.2f} "
-                     f"MB/min (last third): {'levels off' if self.levels_off else 'still growing'}")
+                     f"MB/min (last third): {self.trend}")
         return "\n".join(lines)
 
 

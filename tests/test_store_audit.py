@@ -101,3 +101,8 @@ def test_a_frame_more_in_flight_is_not_blamed_on_anyone():
     v = verdict(early + late, 60)
     assert v.kind == "flat"
     assert "outside the 5% target" in v.text() and "PINNED" not in v.text()
+
+
+def test_a_run_too_short_for_a_slope_says_so():
+    v = verdict([sample(t, 10, 5) for t in (60, 80, 100, 120)], 60)
+    assert "too few samples to tell" in v.text() and "still growing" not in v.text()
