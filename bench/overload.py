@@ -34,6 +34,11 @@ class Sample:
     # actor class -> bytes of RSS that are object-store pages the process has touched, one per
     # process: shared with the store (counted in `store_used`), not the process's own memory
     store_pages: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # bytes of primary copies: objects pinned for a live reference. `store_used` also counts
+    # objects already freed, which the raylet deletes in batches once a second
+    # (`free_objects_period_milliseconds`), so one read of it lands anywhere in that cycle
+    # (bench/store_audit.py)
+    store_pinned: int = 0
 
     def own(self, name: str) -> int:
         """The class's RSS without object-store pages."""
@@ -212,7 +217,7 @@ class _Sampler(threading.Thread):
             self.store_capacity, self.spilled = store.object_store_bytes_avail, store.spilled_bytes_total
             rss, pages = actor_memory()
             self.samples.append(Sample(t, summary, tuple(1000 * s for s in latencies), rss,
-                                       store.object_store_bytes_used, pages))
+                                       store.object_store_bytes_used, pages, store.object_store_bytes_primary_copy))
             self.stop.wait(max(0.0, self.start_time + len(self.samples) * self.interval_s - time.monotonic()))
 
 
@@ -442,11 +447,13 @@ def format_soak(run: SampledRun) -> str:
                     f"| {m.store_pages_late_mb:.0f} | {_growth(m.own_early_mb, m.own_late_mb)} "
                     f"| {_per_min(m.own_slope)} |")
     # the store holds the frames in flight: its use swings with load, so a window's mean, not its peak
-    store_early = sum(x.store_used for x in early) / max(len(early), 1) / MB
-    store_late = sum(x.store_used for x in late) / max(len(late), 1) / MB
-    store_slope = slope_mb_per_min([(x.t, x.store_used) for x in samples if x.t >= window])
-    rows.append(f"| object store use | {store_early:.0f} | {store_late:.0f} | "
-                f"{_growth(store_early, store_late)} | {_per_min(store_slope)} | - | - | - |")
+    for label, bytes_of in (("object store use", lambda x: x.store_used),
+                            ("object store pinned (live references)", lambda x: x.store_pinned)):
+        store_early = sum(bytes_of(x) for x in early) / max(len(early), 1) / MB
+        store_late = sum(bytes_of(x) for x in late) / max(len(late), 1) / MB
+        store_slope = slope_mb_per_min([(x.t, bytes_of(x)) for x in samples if x.t >= window])
+        rows.append(f"| {label} | {store_early:.1f} | {store_late:.1f} | "
+                    f"{_growth(store_early, store_late)} | {_per_min(store_slope)} | - | - | - |")
     worst_rss = max(memory, key=lambda m: abs(_change(m.rss_early_mb, m.rss_late_mb)))
     worst_own = max(memory, key=lambda m: abs(_change(m.own_early_mb, m.own_late_mb)))
     return (f"## Soak: {run.seconds:.0f} s live with `--enrol-unknown`\n\n"
@@ -459,4 +466,7 @@ def format_soak(run: SampledRun) -> str:
             "them. Largest change from the second window to the last: RSS "
             f"{_change(worst_rss.rss_early_mb, worst_rss.rss_late_mb):+.1%} ({worst_rss.actor_class}); without "
             f"object-store pages {_change(worst_own.own_early_mb, worst_own.own_late_mb):+.1%} "
-            f"({worst_own.actor_class}).\n\n" + "\n".join(rows))
+            f"({worst_own.actor_class}). The store's use also counts objects already freed: the raylet deletes "
+            "them in batches once a second, so a read lands anywhere between the pinned bytes and a second's "
+            "worth of frames more (`bench/store_audit.py` reads it 24 times a second); the pinned bytes are what "
+            "live references hold.\n\n" + "\n".join(rows))

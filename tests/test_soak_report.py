@@ -86,8 +86,8 @@ def test_soak_table_names_the_class_that_grew_and_shows_its_slope():
     from schedulers.scheduler import RunSummary
 
     samples = tuple(Sample(t, None, (), {"PriorityScheduler": (int((180 + 5 * t / 60) * MB),),
-                                         "TrackerActor": (int(170 * MB),)}, 20 * MB,
-                           {"PriorityScheduler": (0,), "TrackerActor": (0,)}) for t in range(0, 600, 5))
+                                         "TrackerActor": (int(170 * MB),)}, (20 + t // 60) * MB,
+                           {"PriorityScheduler": (0,), "TrackerActor": (0,)}, 2 * MB) for t in range(0, 600, 5))
     result = SimpleNamespace(summary=RunSummary(15000, 14990, {"stale": 10}, {}, 0, 600.0), tracks=300)
     table = format_soak(SampledRun(result, 600.0, 5.0, samples, 6000.0, 0.0, CpuByClass({}, {})))
     row = next(line for line in table.splitlines() if line.startswith("| PriorityScheduler"))
@@ -95,3 +95,6 @@ def test_soak_table_names_the_class_that_grew_and_shows_its_slope():
     # means of 60-120 s and of the last 60 s: 187.3 MB and 227.1 MB
     assert "without object-store pages +21.2% (PriorityScheduler)" in table
     assert "| TrackerActor | 170 | 170 | +0 MB (+0%) | +0.00 | 0 | +0 MB (+0%) | +0.00 |" in table
+    # use counts freed objects not yet deleted; the pinned bytes are what live references hold
+    assert "| object store use | 21.0 | 28.9 | +8 MB (+38%) | +0.99 |" in table
+    assert "| object store pinned (live references) | 2.0 | 2.0 | +0 MB (+0%) | +0.00 |" in table
