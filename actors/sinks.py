@@ -29,7 +29,8 @@ class AnnotatedVideo:
         drawn = draw_faces(image, labels, banner)
         if self.writer is None:
             self.writer = self._open(drawn.shape)
-        bgr = drawn[:, :, ::-1]
+        # contiguous: OpenCV's writer converts a strided view more slowly than this copy costs
+        bgr = np.ascontiguousarray(drawn[:, :, ::-1])
         self.writer.write(bgr)
         self.frames += 1
         if not jpeg:
