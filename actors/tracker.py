@@ -54,6 +54,10 @@ class TrackerActor:
         self._done: dict[int, tuple[FrameWork, FrameRef | None, object]] = {}
         self._next_out = 0
         self._reported: list[tuple[int, float, float]] = []
+        # frames whose recognition calls have all returned: the scheduler may let go of their
+        # handles (it attaches them to the jobs; see PriorityScheduler.recognize)
+        self._released: list[int] = []
+        self._open_calls: dict[int, int] = {}  # seq -> recognition calls not yet answered
         self._report_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         # live: a frame waits only for these tasks' results; the others (queued behind them by
@@ -91,12 +95,13 @@ class TrackerActor:
 
     def _start(self, ready: list[FrameWork]) -> None:
         for work in ready:
-            frame = self._frames[work.seq][0]
-            jobs = [RecognitionJob(self.stream, work.seq, job.task, [frame.ref], work.faces.landmarks[list(job.indices)],
+            jobs = [RecognitionJob(self.stream, work.seq, job.task, work.faces.landmarks[list(job.indices)],
                                    job.track_ids) for job in work.jobs]
             now, later = [], []
             for job in jobs:
                 (now if self.blocking is None or job.task in self.blocking else later).append(job)
+            if work.faces is not None and not jobs:
+                self._released.append(work.seq)
             if later:
                 self._spawn(self._recognise(later, work.t))
             if now:
@@ -117,6 +122,8 @@ class TrackerActor:
 
     async def _recognise(self, jobs: list[RecognitionJob], t: float, work: FrameWork | None = None) -> None:
         """Run `jobs` and fuse their results; then, if this call holds `work`, put it out."""
+        seq = jobs[0].seq
+        self._open_calls[seq] = self._open_calls.get(seq, 0) + 1
         try:
             for result in await self.scheduler.recognize.remote(jobs):
                 if result is not None:
@@ -126,6 +133,11 @@ class TrackerActor:
                 self.core.enrolled(request.track_id, name, t)
         finally:
             # whatever failed above, the frame still goes out, or every later frame would wait for it
+            self._open_calls[seq] -= 1
+            if not self._open_calls[seq]:
+                del self._open_calls[seq]
+                self._released.append(seq)
+                self._report_soon()
             if work is not None:
                 self._complete(work)
 
@@ -142,9 +154,12 @@ class TrackerActor:
             self._show(frame, image, output)
             self._log([*work.events, *output.extra_events, output.event], flush=self._next_out % EVENT_BATCH == 0)
             self._reported.append((work.seq, work.t_capture, time.time()))
+        self._report_soon()
+
+    def _report_soon(self) -> None:
         if len(self._reported) >= DONE_BATCH:
             self._report()
-        elif self._reported and self._report_timer is None:
+        elif (self._reported or self._released) and self._report_timer is None:
             self._report_timer = asyncio.get_running_loop().call_later(DONE_WAIT_S, self._report)
 
     def _show(self, frame: FrameRef, image, output) -> None:
@@ -180,9 +195,9 @@ class TrackerActor:
         if self._report_timer is not None:
             self._report_timer.cancel()
             self._report_timer = None
-        if self._reported:
-            self.scheduler.frames_done.remote(self.stream, self._reported)
-            self._reported = []
+        if self._reported or self._released:
+            self.scheduler.frames_done.remote(self.stream, self._reported, self._released)
+            self._reported, self._released = [], []
 
     async def finish(self) -> TrackerReport:
         """End every track, close the video and wait until every event of this stream has landed."""

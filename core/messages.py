@@ -100,14 +100,18 @@ class RecognitionJob:
     """One task on some faces of one frame: the tracker asks, a recognition actor answers. The
     actor cuts its own chips from the frame at the faces' landmarks: the frame is in the object
     store already, while chips cut once for every model were a put and two fetches more a frame,
-    paid even for the frames (most of them, under the budget) that ask for no recognition."""
+    paid even for the frames (most of them, under the budget) that ask for no recognition.
+
+    The scheduler attaches the frame's handle (`frame`) from the one it admitted: a tracker that
+    handed on a handle it had borrowed and kept would leave an entry in its reference table for
+    every frame (Ray 2.60, as bench/borrow_leak.py shows for owners)."""
 
     stream: str
     seq: int
     task: str
-    frame: list[Any]  # [ObjectRef to the frame's pixels]: a list, so Ray hands the ref on unresolved
     landmarks: np.ndarray  # (N, 5, 2) float32, face i of the job is track_ids[i]
     track_ids: tuple[int, ...]
+    frame: list[Any] = field(default_factory=list)  # [ObjectRef to the pixels]: a list, so Ray hands it on unresolved
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,9 @@ class PriorityScheduler:
         self.stats = StageStats()
         self.metrics = PipelineMetrics()
         self.trackers: dict[str, ray.actor.ActorHandle] = {}
+        # admitted frames whose handles recognition jobs may still need, until their tracker
+        # releases them (or they are dropped)
+        self.frames: dict[tuple[str, int], FrameRef] = {}
         self.changed = asyncio.Event()
         self.faces = 0
         self.carried = 0
@@ -97,6 +100,7 @@ class PriorityScheduler:
         """Lossless: returns once the frame is queued (backpressure). Live: returns at once."""
         self.ledger.capture(frame.stream, frame.seq)
         self.metrics.frames_in.inc(tags={"stream": frame.stream})
+        self.frames[(frame.stream, frame.seq)] = frame
         item = WorkItem("detection", frame.stream, frame.seq, time.monotonic(), frame)
         while True:
             decision = self.policy.admit(item, self.ledger.open_frames(frame.stream) - 1)
@@ -118,15 +122,19 @@ class PriorityScheduler:
         self._drop(WorkItem("detection", stream, seq, time.monotonic()), reason)
 
     def _drop(self, item: WorkItem, reason: str) -> None:
+        self.frames.pop((item.stream, item.seq), None)
         if self.ledger.finish(item.stream, item.seq, reason):
             self.metrics.frames_dropped.inc(tags={"stream": item.stream, "reason": reason})
             # the tracker must still learn the frame is gone, or it waits for it forever
             self.trackers[item.stream].on_dropped.remote(item.seq)
             self._notify()
 
-    def frames_done(self, stream: str, frames: list[tuple[int, float, float]]) -> None:
+    def frames_done(self, stream: str, frames: list[tuple[int, float, float]], released: list[int]) -> None:
         """Frames the tracker has put out, as (seq, capture time, output time): it reports them
-        in small batches, so latency is taken from the output time it noted."""
+        in small batches, so latency is taken from the output time it noted. `released`: frames
+        whose recognition calls have all returned (sent after them, so no job can come later)."""
+        for seq in released:
+            self.frames.pop((stream, seq), None)
         done = 0
         for seq, t_capture, t_out in frames:
             if self.ledger.finish(stream, seq):
@@ -162,9 +170,12 @@ class PriorityScheduler:
         futures = []
         for job in jobs:
             futures.append(loop.create_future())
-            if not self.pools.workers(job.task):  # a pool resized to 0: nobody would ever answer
+            frame = self.frames.get((job.stream, job.seq))
+            # a pool resized to 0 (nobody would ever answer), or a frame no longer held
+            if not self.pools.workers(job.task) or frame is None:
                 futures[-1].set_result(None)
                 continue
+            job = replace(job, frame=[frame.ref])
             self.policy.push(WorkItem(job.task, job.stream, job.seq, time.monotonic(), (job, futures[-1])))
         self._pump()
         return list(await asyncio.gather(*futures))
