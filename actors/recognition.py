@@ -65,7 +65,8 @@ class _Recognition:
 
     def run(self, jobs: list[RecognitionJob]) -> list[Recognised]:
         specs = self.crop_specs()
-        crops = [cut_crops(image, job.landmarks, specs) for image, job in zip(ray.get([j.frame[0] for j in jobs]), jobs)]
+        images = ray.get([job.frame[0] for job in jobs])
+        crops = [cut_crops(image, job.landmarks, specs) for image, job in zip(images, jobs)]
         sizes = [len(job.track_ids) for job in jobs]
         chips = {spec.key: np.concatenate([c.chips[spec.key] for c in crops]) for spec in specs}
         results = self.split(self.infer(chips), jobs, np.cumsum([0] + sizes))

@@ -21,7 +21,7 @@ class JobSpec:
     """Recognition of some faces of one frame for one task."""
 
     task: str
-    indices: tuple[int, ...]  # face indices in the frame's crops
+    indices: tuple[int, ...]  # face indices in the frame's detections
     track_ids: tuple[int, ...]
 
 
@@ -31,7 +31,7 @@ class FrameWork:
     `faces` is None for a frame that was dropped before detection (only its order matters). A
     carried frame was not detected: its faces are the tracks' predicted boxes; on a detected
     frame, faces marked in `predicted` are tracks the detector missed, at their predicted boxes
-    (they come after the detections, so job indices still point at the frame's crops)."""
+    (they come after the detections, so job indices still point at the frame's detections)."""
 
     seq: int
     t_capture: float
@@ -189,7 +189,7 @@ class StreamTracker:
 
     def fuse(self, result: Recognised, t_frame: float | None = None) -> None:
         """Fold a job's results into its tracks; `t_frame` is the capture time of the frame the
-        job's crops came from (it dates the result for the freshness figure)."""
+        job's faces came from (it dates the result for the freshness figure)."""
         for row, track_id in enumerate(result.track_ids):
             fusion = self.fusions.get(track_id)
             if fusion is None:  # the track ended while its job ran
