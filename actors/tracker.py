@@ -102,6 +102,8 @@ class TrackerActor:
                 (now if self.blocking is None or job.task in self.blocking else later).append(job)
             if work.faces is not None and not jobs:
                 self._released.append(work.seq)
+            if now or later:
+                self._open_calls[work.seq] = bool(now) + bool(later)
             if later:
                 self._spawn(self._recognise(later, work.t))
             if now:
@@ -123,7 +125,6 @@ class TrackerActor:
     async def _recognise(self, jobs: list[RecognitionJob], t: float, work: FrameWork | None = None) -> None:
         """Run `jobs` and fuse their results; then, if this call holds `work`, put it out."""
         seq = jobs[0].seq
-        self._open_calls[seq] = self._open_calls.get(seq, 0) + 1
         try:
             for result in await self.scheduler.recognize.remote(jobs):
                 if result is not None:
