@@ -106,13 +106,6 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def _slope_per_min(points: list[tuple[float, float]]) -> float:
-    if len({t for t, _ in points}) < 2:
-        return math.nan
-    mt, mv = _mean([t for t, _ in points]), _mean([v for _, v in points])
-    return 60 * sum((t - mt) * (v - mv) for t, v in points) / sum((t - mt) ** 2 for t, _ in points)
-
-
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """Means over the second window and the last, of: single reads of the store's use (what the
@@ -189,6 +182,9 @@ class Verdict:
 def verdict(samples: list[AuditSample], window_s: float) -> Verdict:
     """The second window (start-up and first enrolments done) against the last, as the soak
     compares them, and whether the growth slows down over the steady part."""
+    # here, not at the top: bench.overload imports Ray, which main() must configure first
+    from bench.overload import slope_mb_per_min
+
     early = [s for s in samples if window_s <= s.t < 2 * window_s]
     late = [s for s in samples if s.t >= samples[-1].t - window_s]
     steady = [s for s in samples if s.t >= window_s]
@@ -211,8 +207,8 @@ def verdict(samples: list[AuditSample], window_s: float) -> Verdict:
     return Verdict(both(lambda s: s.store.used / MB), both(lambda s: s.burst_mb()[1]),
                    both(lambda s: s.store.primary / MB), both(lambda s: distinct_bytes(s.refs) / MB),
                    both(lambda s: s.store.objects),
-                   (_slope_per_min([(s.t, s.burst_mb()[1]) for s in middle]),
-                    _slope_per_min([(s.t, s.burst_mb()[1]) for s in last])), growers)
+                   (slope_mb_per_min([(s.t, s.burst_mb()[1] * MB) for s in middle]),
+                    slope_mb_per_min([(s.t, s.burst_mb()[1] * MB) for s in last])), growers)
 
 
 def format_table(samples: list[AuditSample]) -> str:
