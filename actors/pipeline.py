@@ -121,12 +121,14 @@ class Pipeline:
                                                                  cfg.loop, cfg.duration, cfg.mode == "lossless")
             self.captures.append(capture)
             fps = ray.get(capture.open.remote())
-            folder = self.out if len(cfg.sources) == 1 else self.out / stream.replace(":", "-")
-            self.videos[stream] = str((folder / "annotated.mp4").resolve())
+            video = None
+            if cfg.video:
+                folder = self.out if len(cfg.sources) == 1 else self.out / stream.replace(":", "-")
+                video = self.videos[stream] = str((folder / "annotated.mp4").resolve())
             self.trackers.append(named(TrackerActor, f"tracker:{i}").remote(
-                stream, self.scheduler, (self.videos[stream], fps), self.event_log, cfg, labels, tasks, self.gallery,
-                self.view))
-            ray.get(self.scheduler.register_stream.remote(stream, self.trackers[-1]))
+                stream, self.scheduler, (video, fps), self.event_log, cfg, labels, tasks, self.gallery, self.view))
+            ray.get(self.scheduler.register_stream.remote(stream, self.trackers[-1],
+                                                          cfg.video or self.view is not None))
         ray.get([a.__ray_ready__.remote() for a in (*self.trackers, self.event_log)])
 
     def shutdown(self) -> None:

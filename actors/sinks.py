@@ -17,9 +17,10 @@ EVENT_BATCH = 12  # frames' events per call to the event log
 
 
 class AnnotatedVideo:
-    """A stream's annotated video file; also the annotated frame as JPEG, for a live view."""
+    """A stream's annotated video file; also the annotated frame as JPEG, for a live view. With
+    no path it only draws, for the view (a run with `video` off)."""
 
-    def __init__(self, path: str, fps: float):
+    def __init__(self, path: str | None, fps: float):
         self.path, self.fps = path, fps
         self.writer: cv2.VideoWriter | None = None
         self.frames = 0
@@ -27,12 +28,13 @@ class AnnotatedVideo:
     def write(self, image: np.ndarray, labels: list[FaceLabel], banner: str | None, jpeg: bool = False) -> bytes | None:
         """Draw and append one frame; returns it as JPEG when `jpeg`."""
         drawn = draw_faces(image, labels, banner)
-        if self.writer is None:
-            self.writer = self._open(drawn.shape)
         # contiguous: OpenCV's writer converts a strided view more slowly than this copy costs
         bgr = np.ascontiguousarray(drawn[:, :, ::-1])
-        self.writer.write(bgr)
-        self.frames += 1
+        if self.path is not None:
+            if self.writer is None:
+                self.writer = self._open(drawn.shape)
+            self.writer.write(bgr)
+            self.frames += 1
         if not jpeg:
             return None
         return cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes()

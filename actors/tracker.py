@@ -33,8 +33,8 @@ class TrackerReport:
 
 @ray.remote(num_cpus=0)
 class TrackerActor:
-    def __init__(self, stream: str, scheduler, video: tuple[str, float], event_log, config: PipelineConfig, labels,
-                 tasks: tuple[str, ...], gallery=None, view=None):
+    def __init__(self, stream: str, scheduler, video: tuple[str | None, float], event_log, config: PipelineConfig,
+                 labels, tasks: tuple[str, ...], gallery=None, view=None):
         self.stream, self.scheduler, self.gallery = stream, scheduler, gallery
         self.video, self.event_log, self.view = AnnotatedVideo(*video), event_log, view
         self._video_error: Exception | None = None
@@ -80,6 +80,8 @@ class TrackerActor:
         self._start(self.core.add(seq, 0.0, None))
 
     async def _pixels(self, frame: FrameRef):
+        if frame.ref is None:  # nothing here draws: the scheduler sent no handle
+            return None
         try:
             return await frame.ref
         except Exception as error:  # noqa: BLE001 - a lost frame is still tracked and counted, just not drawn

@@ -39,10 +39,10 @@ class PipelineFigures:
 
 
 def run_pipeline(video: str, out: Path, label: str, budget: BudgetConfig | None = None, mode: str = "lossless",
-                 realtime: bool = False) -> PipelineFigures:
+                 realtime: bool = False, video_out: bool = True) -> PipelineFigures:
     from actors.pipeline import Pipeline
 
-    config = PipelineConfig(sources=(video,), mode=mode, realtime=realtime)
+    config = PipelineConfig(sources=(video,), mode=mode, realtime=realtime, video=video_out)
     if budget is not None:
         config = replace(config, budget=budget)
     pipeline = Pipeline(config, out)

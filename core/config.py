@@ -61,6 +61,9 @@ class PipelineConfig:
     realtime: bool | None = None  # pace file sources at their fps; default: on in live mode
     loop: bool = False
     duration: float | None = None
+    # an annotated video per stream; off: events only (as the sequential loop and batch labelling
+    # produce), and with no live view either, a tracker never fetches a frame's pixels
+    video: bool = True
     gpu: bool = False
     gpu_fraction: float = 0.25
     threads: int = 1  # per model library in each actor

@@ -2,7 +2,8 @@
 
 Joins the cluster `ray start --head` left running (or --address / RAY_ADDRESS); with none, starts
 a local one. With no flags it analyses the bundled sample video and finishes. Writes, in --out:
-annotated.mp4 per stream, events.msgpack (see README) and summary.json, and prints the summary."""
+annotated.mp4 per stream (unless --no-video), events.msgpack (see README) and summary.json, and
+prints the summary."""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +42,9 @@ def parse_args(argv):
     p.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                    help="play files at their frame rate, like a camera (default: on in live mode)")
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out/)")
+    p.add_argument("--video", action=argparse.BooleanOptionalAction, default=None,
+                   help="write annotated.mp4 per stream (default: on); --no-video writes events only, and spares "
+                        "the trackers fetching and drawing every frame")
     p.add_argument("--gallery", help="gallery directory (launch/gallery.py) to name faces from; watchlisted people raise alarms "
                    f"(default for the sample video: the bundled people, built on first use in {SAMPLE_GALLERY})")
     p.add_argument("--enrol-unknown", action="store_true",
@@ -73,6 +77,7 @@ def build_config(args):
                    gpu=args.gpu or config.gpu, duration=args.duration or config.duration,
                    loop=args.loop or config.loop, realtime=args.realtime if args.realtime is not None else config.realtime,
                    models_file=models_file, gallery=args.gallery or config.gallery,
+                   video=args.video if args.video is not None else config.video,
                    enrol_unknown=args.enrol_unknown or config.enrol_unknown).validate()
 
 

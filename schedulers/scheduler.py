@@ -46,6 +46,7 @@ class PriorityScheduler:
         self.stats = StageStats()
         self.metrics = PipelineMetrics()
         self.trackers: dict[str, ray.actor.ActorHandle] = {}
+        self.undrawn: set[str] = set()  # streams whose tracker draws nothing (see register_stream)
         # admitted frames whose handles recognition jobs may still need, until their tracker
         # releases them (or they are dropped)
         self.frames: dict[tuple[str, int], FrameRef] = {}
@@ -92,8 +93,15 @@ class PriorityScheduler:
             out.setdefault(worker.task, []).append(tuple(place))
         return out
 
-    def register_stream(self, stream: str, tracker) -> None:
+    def register_stream(self, stream: str, tracker, draws: bool = True) -> None:
+        """`draws`: the stream's tracker draws frames (a video or a live view); if not, it is sent
+        no frame handle, so it neither fetches pixels nor borrows a reference it does not use."""
         self.trackers[stream] = tracker
+        if not draws:
+            self.undrawn.add(stream)
+
+    def _for_tracker(self, frame: FrameRef) -> FrameRef:
+        return replace(frame, ref=None) if frame.stream in self.undrawn else frame
 
     # ---- frames
     async def admit(self, frame: FrameRef) -> bool:
@@ -112,7 +120,7 @@ class PriorityScheduler:
             self._drop(stale, "stale")
         for carried in decision.carried:
             self.carried += 1
-            self.trackers[carried.stream].on_carried.remote(carried.payload)
+            self.trackers[carried.stream].on_carried.remote(self._for_tracker(carried.payload))
         self._pump()
         return item not in decision.dropped
 
@@ -243,7 +251,7 @@ class PriorityScheduler:
         # before the call: a ref the tracker kept past the call would leave an entry in this
         # actor's object table for good (Ray 2.60, bench/borrow_leak.py)
         for i, frame in enumerate(frames):
-            self.trackers[frame.stream].on_detections.remote(frame, refs[1 + i])
+            self.trackers[frame.stream].on_detections.remote(self._for_tracker(frame), refs[1 + i])
         try:
             counts = await self._call(worker, refs[0])
         except Exception as error:  # noqa: BLE001 - any failure of the call ends the same way

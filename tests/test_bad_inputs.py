@@ -189,6 +189,17 @@ def test_demo_config_pool_table_loads(tmp_path):
     assert (config.pool("detection").count, config.pool("detection").num_cpus) == (2, 0.25)
 
 
+def test_demo_video_flag_overrides_the_config(tmp_path):
+    from launch.demo import build_config, parse_args
+
+    clip = str(VIDEO / "crossing_faces.mp4")
+    off = write_config(tmp_path, "video = false\n")
+    assert build_config(parse_args(["--source", clip])).video is True
+    assert build_config(parse_args(["--source", clip, "--no-video"])).video is False
+    assert build_config(parse_args(["--source", clip, "--config", str(off)])).video is False
+    assert build_config(parse_args(["--source", clip, "--config", str(off), "--video"])).video is True
+
+
 @pytest.mark.parametrize("text, key", [
     ('max_in_flight = "six"\n', "max_in_flight"),
     ("pools = 3\n", "pools"),

@@ -49,3 +49,18 @@ def test_thumbnail_is_drawn_beside_the_box_pixel_for_pixel():
         # the caption sits over (or, at the top edge, under) the thumbnail, in the track's colour
         caption = out[y - 20:y - 1, x:x + 64] if y >= 20 else out[y + 65:y + 85, x:x + 64]
         assert np.all(caption == COLOR, axis=2).mean() > 0.3, side
+
+
+def test_a_view_only_sink_draws_the_frame_and_writes_no_file(tmp_path, monkeypatch):
+    """`video` off with a live view: the view still gets the annotated frame; no file is made."""
+    import cv2
+
+    from actors.sinks import AnnotatedVideo
+
+    monkeypatch.chdir(tmp_path)
+    sink = AnnotatedVideo(None, 25.0)
+    jpeg = sink.write(np.zeros((H, W, 3), np.uint8), [FaceLabel((200.0, 100.0, 260.0, 170.0), ("#1",))], None,
+                      jpeg=True)
+    shown = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert shown.shape == (H, W, 3) and np.abs(shown[100, 230].astype(int) - COLOR).max() < 40  # the box's top edge
+    assert sink.close() == 0 and not list(tmp_path.iterdir())

@@ -28,24 +28,39 @@ def _references(actor) -> int:
         lambda self: ray._private.worker.global_worker.core_worker.get_all_reference_counts())))
 
 
-@pytest.fixture(scope="module")
-def lossless_run(local_ray, tmp_path_factory):
+def _store_pages(actor) -> int:
+    """Bytes of object-store pages the actor's process has touched: frames it fetched."""
+    import os
+
+    from bench.overload import store_pages
+
+    return store_pages(ray.get(actor.__ray_call__.remote(lambda self: os.getpid())))
+
+
+def run_looked_at(config, out, held: dict):
+    """`run(config, out)`, reading what the first tracker and the scheduler hold after the last
+    frame and before the run's actors go."""
     from actors.pipeline import Pipeline
 
-    out = tmp_path_factory.mktemp("lossless")
-    config = PipelineConfig(sources=(str(VIDEO / "crossing_faces.mp4"),), mode="lossless")
     pipeline = Pipeline(config, out)
     pipeline.start()
-    held, shutdown = {}, pipeline.shutdown
+    shutdown = pipeline.shutdown
 
     def look_then_shut_down():
-        # what the run left behind, read after the last frame and before its actors go
         held["tracker references"] = _references(pipeline.trackers[0])
+        held["tracker store pages"] = _store_pages(pipeline.trackers[0])
         held["scheduler frames"] = ray.get(pipeline.scheduler.__ray_call__.remote(lambda self: len(self.frames)))
         shutdown()
 
     pipeline.shutdown = look_then_shut_down
-    result = pipeline.run()
+    return pipeline.run()
+
+
+@pytest.fixture(scope="module")
+def lossless_run(local_ray, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lossless")
+    held = {}
+    result = run_looked_at(PipelineConfig(sources=(str(VIDEO / "crossing_faces.mp4"),), mode="lossless"), out, held)
     return result, out, held
 
 
@@ -86,6 +101,29 @@ def test_annotated_video_has_every_frame(lossless_run):
     video = cv2.VideoCapture(path)
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 300
     assert (int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (640, 480)
+
+
+def test_without_video_the_events_are_the_same_and_no_tracker_fetches_a_frame(lossless_run, tmp_path):
+    """--no-video: events only. The faces are those of the run that drew them, and the tracker,
+    sent no frame handles, touched none of the store's pages (the drawing run's did)."""
+    START = 60  # the sample's first faces enter at frame 50
+    # boxes differ a little: the clip is re-encoded, and its tracks start later
+    drawn, drawn_out, drawn_held = lossless_run
+    clip = cut_clip(tmp_path / "clip.mp4", 40, start=START)
+    held = {}
+    result = run_looked_at(PipelineConfig(sources=(clip,), mode="lossless", video=False), tmp_path / "out", held)
+    assert (result.summary.processed, result.videos) == (40, {})
+    assert not list((tmp_path / "out").rglob("*.mp4"))
+    assert held["tracker store pages"] == 0 < drawn_held["tracker store pages"]
+
+    def boxes(out, first):
+        return {e["seq"] - first: sorted(f["box"] for f in e["faces"]) for e in read_events(out / "events.msgpack")
+                if e["type"] == "frame" and first <= e["seq"] < first + 40}
+
+    mine, theirs = boxes(tmp_path / "out", 0), boxes(drawn_out, START)
+    assert sum(len(b) for b in mine.values()) > 60
+    assert mine.keys() == theirs.keys() and all(
+        len(mine[s]) == len(theirs[s]) and all(iou(a, b) > 0.8 for a, b in zip(mine[s], theirs[s])) for s in mine)
 
 
 def test_summary_has_every_stage(lossless_run):
