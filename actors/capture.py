@@ -1,6 +1,7 @@
 """`CaptureActor`: one per stream. Puts each frame into the object store once and offers the
-scheduler a small `FrameRef`; in lossless mode the offer waits (backpressure), in live mode it
-returns at once and the source is read at its own pace."""
+scheduler a small `FrameRef`; the scheduler answers an offer when it lets go of the frame. In
+lossless mode at most a window of offers is open (backpressure); in live mode the source is read
+at its own pace."""
 from __future__ import annotations
 
 import threading
@@ -23,8 +24,9 @@ class CaptureReport:
 @ray.remote(num_cpus=0, max_concurrency=2)
 class CaptureActor:
     def __init__(self, stream: str, source: str, scheduler, realtime: bool, loop: bool = False,
-                 duration: float | None = None, backpressure: bool = True):
-        self.stream, self.scheduler, self.backpressure = stream, scheduler, backpressure
+                 duration: float | None = None, window: int | None = None):
+        # lossless: frames offered and not yet let go of, at most (backpressure); live: no limit
+        self.stream, self.scheduler, self.window = stream, scheduler, window
         self.address, self.loop = source, loop
         self.source = None
         self.realtime, self.duration = realtime, duration
@@ -37,7 +39,7 @@ class CaptureActor:
         return self.source.fps
 
     def run(self) -> CaptureReport:
-        seq, errors, offers = 0, [], []
+        seq, errors, offers = 0, [], []  # offers: admit calls not yet answered
         start = time.monotonic()
         for item in self.source:
             if self._stop.is_set() or (self.duration and time.monotonic() - start > self.duration):
@@ -53,18 +55,22 @@ class CaptureActor:
                 t_stream = seq / self.source.fps if self.source.is_file else now
                 frame = FrameRef(self.stream, seq, now, item.image.shape, ray.put(item.image), t_stream)
                 offers.append(self.scheduler.admit.remote(frame))
-                # lossless: wait for the scheduler to take the frame (backpressure); live: the
-                # scheduler answers at once, so a few answers are awaited together
-                if self.backpressure or len(offers) > 4:
-                    ray.get(offers)
-                    offers = []
+                # the scheduler answers once it lets go of the frame (PriorityScheduler.admit):
+                # lossless waits while the window is full, live only clears away answered offers
+                if self.window is not None and len(offers) >= self.window:
+                    answered, offers = ray.wait(offers, num_returns=len(offers) - self.window + 1)
+                elif len(offers) > 8:
+                    answered, offers = ray.wait(offers, num_returns=len(offers), timeout=0)
+                else:
+                    answered = []
+                ray.get(answered)  # a scheduler that failed ends the run here
             seq += 1
             if self.realtime and self.source.is_file:
                 # a file played as a camera: frame k is due k/fps seconds after the start
                 delay = start + seq / self.source.fps - time.monotonic()
                 if delay > 0:
                     self._stop.wait(delay)
-        ray.get(offers)
+        # offers still open are answered as their frames finish; the pipeline drains them
         return CaptureReport(self.stream, seq, tuple(errors))
 
     def stop(self) -> None:

@@ -117,8 +117,10 @@ class Pipeline:
         tasks = tuple(t for t in TASKS if t != "detection" and cfg.pool(t).count > 0)
         for i, source in enumerate(cfg.sources):
             stream = stream_name(source, i)
+            # one frame more than the stream's window: the next frame waits in the scheduler
+            window = cfg.in_flight_limit() + 1 if cfg.mode == "lossless" else None
             capture = named(CaptureActor, f"capture:{i}").remote(stream, source, self.scheduler, realtime,
-                                                                 cfg.loop, cfg.duration, cfg.mode == "lossless")
+                                                                 cfg.loop, cfg.duration, window)
             self.captures.append(capture)
             fps = ray.get(capture.open.remote())
             video = None

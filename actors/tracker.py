@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import ray
 
@@ -91,7 +91,8 @@ class TrackerActor:
     def _add(self, frame: FrameRef, image, faces: FaceBoxes | None, carried: bool = False) -> None:
         if frame.seq < self.core.next_seq or frame.seq in self._frames:
             return  # a retried detection whose first answer already arrived, or a frame already dropped
-        self._frames[frame.seq] = (frame, image)
+        # the handle is not kept past this call (see PriorityScheduler.admit): the pixels are
+        self._frames[frame.seq] = (replace(frame, ref=None), image)
         self.carried += carried
         self._start(self.core.add(frame.seq, frame.t_stream, faces, frame.t_capture, carried=carried))
 

@@ -50,6 +50,8 @@ class PriorityScheduler:
         # admitted frames whose handles recognition jobs may still need, until their tracker
         # releases them (or they are dropped)
         self.frames: dict[tuple[str, int], FrameRef] = {}
+        # the open admit call of each of them, answered when the frame is let go (see admit)
+        self.admitted: dict[tuple[str, int], asyncio.Future] = {}
         self.changed = asyncio.Event()
         self.faces = 0
         self.carried = 0
@@ -105,10 +107,17 @@ class PriorityScheduler:
 
     # ---- frames
     async def admit(self, frame: FrameRef) -> bool:
-        """Lossless: returns once the frame is queued (backpressure). Live: returns at once."""
+        """Queue the frame (lossless: once the stream has room, which is the capture's
+        backpressure), and answer when this actor lets go of its handle: the frame's recognition
+        is over, or it was dropped. Ray 2.60 keeps an entry in the owner's (the capture's) object
+        table for good for every handle a borrower still holds when the call that brought it
+        returns (bench/borrow_leak.py): one per frame, for as long as a camera runs. True if the
+        frame was taken, False if it was dropped as stale on arrival."""
+        key = (frame.stream, frame.seq)
         self.ledger.capture(frame.stream, frame.seq)
         self.metrics.frames_in.inc(tags={"stream": frame.stream})
-        self.frames[(frame.stream, frame.seq)] = frame
+        self.frames[key] = frame
+        released = self.admitted[key] = asyncio.get_running_loop().create_future()
         item = WorkItem("detection", frame.stream, frame.seq, time.monotonic(), frame)
         while True:
             decision = self.policy.admit(item, self.ledger.open_frames(frame.stream) - 1)
@@ -122,6 +131,7 @@ class PriorityScheduler:
             self.carried += 1
             self.trackers[carried.stream].on_carried.remote(self._for_tracker(carried.payload))
         self._pump()
+        await released
         return item not in decision.dropped
 
     async def drop_uncaptured(self, stream: str, seq: int, reason: str) -> None:
@@ -129,8 +139,14 @@ class PriorityScheduler:
         self.metrics.frames_in.inc(tags={"stream": stream})
         self._drop(WorkItem("detection", stream, seq, time.monotonic()), reason)
 
+    def _let_go(self, stream: str, seq: int) -> None:
+        self.frames.pop((stream, seq), None)
+        admitted = self.admitted.pop((stream, seq), None)
+        if admitted is not None and not admitted.done():
+            admitted.set_result(None)
+
     def _drop(self, item: WorkItem, reason: str) -> None:
-        self.frames.pop((item.stream, item.seq), None)
+        self._let_go(item.stream, item.seq)
         if self.ledger.finish(item.stream, item.seq, reason):
             self.metrics.frames_dropped.inc(tags={"stream": item.stream, "reason": reason})
             # the tracker must still learn the frame is gone, or it waits for it forever
@@ -142,7 +158,7 @@ class PriorityScheduler:
         in small batches, so latency is taken from the output time it noted. `released`: frames
         whose recognition calls have all returned (sent after them, so no job can come later)."""
         for seq in released:
-            self.frames.pop((stream, seq), None)
+            self._let_go(stream, seq)
         done = 0
         for seq, t_capture, t_out in frames:
             if self.ledger.finish(stream, seq):

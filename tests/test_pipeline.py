@@ -28,6 +28,12 @@ def _references(actor) -> int:
         lambda self: ray._private.worker.global_worker.core_worker.get_all_reference_counts())))
 
 
+def _owned_entries(actor) -> int:
+    """Entries in the actor's in-process object table (the objects it owns)."""
+    return ray.get(actor.__ray_call__.remote(
+        lambda self: ray._private.worker.global_worker.core_worker.get_memory_store_size()))
+
+
 def _store_pages(actor) -> int:
     """Bytes of object-store pages the actor's process has touched: frames it fetched."""
     import os
@@ -48,6 +54,7 @@ def run_looked_at(config, out, held: dict):
 
     def look_then_shut_down():
         held["tracker references"] = _references(pipeline.trackers[0])
+        held["capture entries"] = _owned_entries(pipeline.captures[0])
         held["tracker store pages"] = _store_pages(pipeline.trackers[0])
         held["scheduler frames"] = ray.get(pipeline.scheduler.__ray_call__.remote(lambda self: len(self.frames)))
         shutdown()
@@ -74,12 +81,14 @@ def test_lossless_processes_every_frame(lossless_run):
 
 def test_a_run_leaves_no_frame_held(lossless_run):
     """Every frame's handle is let go once its recognition is over: the scheduler, which attaches
-    handles to the jobs, holds none at the end, and the tracker, which never hands a borrowed
-    handle on, keeps no reference-table entry per frame (it kept one for each of 300 frames when
-    it passed them on itself; Ray 2.60)."""
+    handles to the jobs, holds none at the end; the tracker, which never hands a borrowed handle
+    on, keeps no reference-table entry per frame (it kept one for each of 300 frames when it
+    passed them on itself; Ray 2.60); and the capture, which owns the frames, keeps no entry for
+    them (it kept one for each frame the scheduler held past the admit call that brought it)."""
     _, _, held = lossless_run
     assert held["scheduler frames"] == 0
     assert held["tracker references"] < 30
+    assert held["capture entries"] < 30
 
 
 def test_frame_events_carry_tracks_with_attributes(lossless_run):
