@@ -97,6 +97,19 @@ def test_tflite_expression_matches_keras_on_real_faces(registry, analyzer, photo
     np.testing.assert_allclose(lite(chips[1:2]).probs, b.probs[1:2], atol=1e-6)  # batch size changes
 
 
+def test_tflite_expression_runs_a_backlog_in_parts_planned_at_load(registry):
+    """A batch of any size gives each face the answer it gets alone, and the interpreter is never
+    planned for more faces than at load: its memory keeps the largest batch it ever ran, so a
+    backlog mid-run would grow the expression actor for good (+18 MB after 32 faces)."""
+    lite = registry.load("fer-mini-xception-tflite")
+    interpreter = lite.backend.session
+    planned = interpreter.get_input_details()[0]["shape"][0]
+    chips = np.random.default_rng(0).integers(0, 255, (37, 64, 64), np.uint8)
+    whole = lite(chips).probs
+    assert interpreter.get_input_details()[0]["shape"][0] <= planned == 8
+    np.testing.assert_allclose(whole, np.concatenate([lite(chips[i:i + 1]).probs for i in range(37)]), atol=1e-6)
+
+
 def test_tflite_expression_process_never_imports_tensorflow():
     import subprocess
     import sys
