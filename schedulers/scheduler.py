@@ -48,10 +48,8 @@ class PriorityScheduler:
         self.trackers: dict[str, ray.actor.ActorHandle] = {}
         self.undrawn: set[str] = set()  # streams whose tracker draws nothing (see register_stream)
         # admitted frames whose handles recognition jobs may still need, until their tracker
-        # releases them (or they are dropped)
-        self.frames: dict[tuple[str, int], FrameRef] = {}
-        # the open admit call of each of them, answered when the frame is let go (see admit)
-        self.admitted: dict[tuple[str, int], asyncio.Future] = {}
+        # releases them (or they are dropped), each with the answer its open admit call awaits
+        self.frames: dict[tuple[str, int], tuple[FrameRef, asyncio.Future]] = {}
         self.changed = asyncio.Event()
         self.faces = 0
         self.carried = 0
@@ -116,8 +114,8 @@ class PriorityScheduler:
         key = (frame.stream, frame.seq)
         self.ledger.capture(frame.stream, frame.seq)
         self.metrics.frames_in.inc(tags={"stream": frame.stream})
-        self.frames[key] = frame
-        released = self.admitted[key] = asyncio.get_running_loop().create_future()
+        released = asyncio.get_running_loop().create_future()
+        self.frames[key] = (frame, released)
         item = WorkItem("detection", frame.stream, frame.seq, time.monotonic(), frame)
         while True:
             decision = self.policy.admit(item, self.ledger.open_frames(frame.stream) - 1)
@@ -140,10 +138,9 @@ class PriorityScheduler:
         self._drop(WorkItem("detection", stream, seq, time.monotonic()), reason)
 
     def _let_go(self, stream: str, seq: int) -> None:
-        self.frames.pop((stream, seq), None)
-        admitted = self.admitted.pop((stream, seq), None)
-        if admitted is not None and not admitted.done():
-            admitted.set_result(None)
+        held = self.frames.pop((stream, seq), None)
+        if held is not None and not held[1].done():
+            held[1].set_result(None)
 
     def _drop(self, item: WorkItem, reason: str) -> None:
         self._let_go(item.stream, item.seq)
@@ -194,12 +191,12 @@ class PriorityScheduler:
         futures = []
         for job in jobs:
             futures.append(loop.create_future())
-            frame = self.frames.get((job.stream, job.seq))
+            held = self.frames.get((job.stream, job.seq))
             # a pool resized to 0 (nobody would ever answer), or a frame no longer held
-            if not self.pools.workers(job.task) or frame is None:
+            if not self.pools.workers(job.task) or held is None:
                 futures[-1].set_result(None)
                 continue
-            job = replace(job, frame=[frame.ref])
+            job = replace(job, frame=[held[0].ref])
             self.policy.push(WorkItem(job.task, job.stream, job.seq, time.monotonic(), (job, futures[-1])))
         self._pump()
         return list(await asyncio.gather(*futures))
