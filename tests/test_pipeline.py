@@ -44,8 +44,8 @@ def _store_pages(actor) -> int:
 
 
 def run_looked_at(config, out, held: dict):
-    """`run(config, out)`, reading what the first tracker and the scheduler hold after the last
-    frame and before the run's actors go."""
+    """`run(config, out)`, reading what the first stream's capture and tracker and the scheduler
+    hold after the last frame and before the run's actors go."""
     from actors.pipeline import Pipeline
 
     pipeline = Pipeline(config, out)
@@ -116,7 +116,6 @@ def test_without_video_the_events_are_the_same_and_no_tracker_fetches_a_frame(lo
     """--no-video: events only. The faces are those of the run that drew them, and the tracker,
     sent no frame handles, touched none of the store's pages (the drawing run's did)."""
     START = 60  # the sample's first faces enter at frame 50
-    # boxes differ a little: the clip is re-encoded, and its tracks start later
     drawn, drawn_out, drawn_held = lossless_run
     clip = cut_clip(tmp_path / "clip.mp4", 40, start=START)
     held = {}
@@ -131,6 +130,7 @@ def test_without_video_the_events_are_the_same_and_no_tracker_fetches_a_frame(lo
 
     mine, theirs = boxes(tmp_path / "out", 0), boxes(drawn_out, START)
     assert sum(len(b) for b in mine.values()) > 60
+    # boxes differ a little: the clip is re-encoded, and its tracks start later
     assert mine.keys() == theirs.keys() and all(
         len(mine[s]) == len(theirs[s]) and all(iou(a, b) > 0.8 for a, b in zip(mine[s], theirs[s])) for s in mine)
 
