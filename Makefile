@@ -2,27 +2,59 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-INSTALLED := $(VENV)/.facelive-installed
 MODELS_OK := $(VENV)/.facelive-models
 
-.PHONY: setup models demo test bench metrics browser clean
+# Everything installed comes from one committed lock with hashes (locks/, made by `make lock`):
+# the one for this Python and accelerator (TensorFlow's and ONNX Runtime's CUDA builds only where a
+# GPU driver answers; elsewhere the CPU builds, half the size).
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+ACCEL := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+LOCK := locks/py$(PYVER)-$(ACCEL).txt
+LOCK_PYTHONS := 3.11 3.12
+LOCK_ACCELS := cpu gpu
+INSTALLED := $(VENV)/.facelive-installed
+
+.PHONY: setup models demo test bench metrics browser clean lock
 
 setup: $(INSTALLED) $(MODELS_OK)
 
-# TensorFlow's CUDA build only where a GPU driver is present; elsewhere the CPU build (half the size).
-$(INSTALLED): pyproject.toml
+# A venv made from another lock (or none) is made anew, so what is installed is the lock and
+# nothing else (tests/test_lock.py checks it). --no-deps: the lock is the whole tree; facelive
+# itself goes in editable with the locked setuptools, so no build step fetches an unhashed package.
+$(INSTALLED): $(LOCK) pyproject.toml
+	@[ -f "$(LOCK)" ] || { echo "no lock for Python '$(PYVER)' ($(PYTHON)) on $(ACCEL): facelive is locked for" \
+	  "Python $(LOCK_PYTHONS); run with one of them, e.g. make $(MAKECMDGOALS) PYTHON=python3.11" >&2; exit 1; }
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	extra=cpu; if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then extra=gpu; fi; \
-	$(PY) -m pip install -q -e ".[$$extra,test]"
-	touch $@
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	echo $(LOCK) > $@
 
+# a missing lock is reported by the recipe above, with the Pythons that have one
+$(LOCK):
+
+# Models are checked by what they compute (models/checks.py), so this runs after every install.
 $(MODELS_OK): $(INSTALLED) models/zoo.toml
 	$(PY) launch/model_files.py fetch
 	touch $@
 
 models: $(INSTALLED)
 	$(PY) launch/model_files.py fetch
+
+# Maintainers: re-resolve pyproject.toml's ranges into every lock. The test extras are in each (one
+# venv serves the demo and the tests). uv resolves for a Python and platform other than its own;
+# it comes from its own hashed lock.
+UV_VENV := out/uv
+lock:
+	[ -x $(UV_VENV)/bin/uv ] || { $(PYTHON) -m venv $(UV_VENV) && \
+	  $(UV_VENV)/bin/pip install -q --require-hashes --no-deps -r locks/tools.txt; }
+	for py in $(LOCK_PYTHONS); do for accel in $(LOCK_ACCELS); do \
+	  $(UV_VENV)/bin/uv pip compile -q --generate-hashes --python-version $$py \
+	    --python-platform x86_64-manylinux_2_28 --extra $$accel --extra test \
+	    -c locks/constraints.txt pyproject.toml locks/build.in -o locks/py$$py-$$accel.txt || exit 1; \
+	done; done
+	$(UV_VENV)/bin/uv pip compile -q --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 locks/tools.in -o locks/tools.txt
 
 demo: setup
 	$(PY) launch/demo.py

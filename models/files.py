@@ -8,6 +8,7 @@ no wheel), which runs its setup.py, and would not check the archive against a pi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tarfile
@@ -50,16 +51,34 @@ def _how_to_get(entry: ModelEntry) -> str:
 
 
 def model_path(entry: ModelEntry) -> Path:
-    """The verified path of an entry's file, or a ModelFileError saying how to get it."""
+    """The verified path of an entry's file, or a ModelFileError saying how to get it. A file built
+    at set-up has no sha256 of its own: it must be the file that passed its check (`derive`), whose
+    sha256 the check recorded beside it."""
     path = Path(entry.file) if Path(entry.file).is_absolute() else model_dir() / entry.file
     if not path.is_file():
         raise ModelFileError(f"model {entry.name!r}: {path} is missing; {_how_to_get(entry)}")
-    if entry.sha256 and sha256_of(path) != entry.sha256:
+    expected = entry.sha256 or (_checked_sha256(path) if entry.made_from else None)
+    if entry.made_from and expected is None:
+        raise ModelFileError(f"model {entry.name!r}: {path} was never checked against its reference outputs; "
+                             f"delete it and {_how_to_get(entry)}")
+    if expected and sha256_of(path) != expected:
+        what = "sha256" if entry.sha256 else "sha256 of the file that passed its check"
         raise ModelFileError(
-            f"model {entry.name!r}: {path} is corrupt (sha256 differs from {entry.sha256[:12]}…); "
+            f"model {entry.name!r}: {path} is corrupt ({what} differs from {expected[:12]}…); "
             f"delete it and {_how_to_get(entry)}"
         )
     return path
+
+
+def _check_record(path: Path) -> Path:
+    return path.with_name(path.name + ".check.json")
+
+
+def _checked_sha256(path: Path) -> str | None:
+    try:
+        return json.loads(_check_record(path).read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def index_url() -> str:
@@ -174,29 +193,39 @@ def fetch(entries: list[ModelEntry], progress=None) -> list[Path]:
 
 
 def derive(entries: list[ModelEntry], progress=None) -> list[Path]:
-    """Build each entry's file that is made from another entry's (already fetched) file, and refuse
-    it unless its sha256 is the recorded one: the recipes are deterministic for pinned versions, so a
-    different file means a different toolchain whose output nobody has checked."""
+    """Build each entry's file that is made from another entry's (already fetched) file, run it on
+    its reference inputs and install it only if it computes the reference outputs within its
+    tolerance (models/checks.py); the check's result and the file's sha256 are recorded beside it."""
+    from models.checks import check_built
     from models.derived import RECIPES
 
     by_name = {e.name: e for e in entries}
     written = []
     for entry in entries:
         target = model_dir() / entry.file
-        if not entry.made_from or _is_good(target, entry.sha256):
+        if not entry.made_from or _is_checked(target):
             continue
         if progress:
             progress(f"building {entry.file} from {entry.made_from} ({entry.recipe})")
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             built = RECIPES[entry.recipe](model_path(by_name[entry.made_from]), Path(tmp) / entry.file)
-            got = sha256_of(built)
-            if entry.sha256 and got != entry.sha256:
+            result = check_built(entry, built)
+            if not result.passed:
                 raise ModelFileError(
-                    f"model {entry.name!r}: built {entry.file} with sha256 {got}, expected {entry.sha256}; "
-                    "refusing to install it (another onnxruntime/TensorFlow version than the one it was "
-                    f"recorded with?); the {entry.made_from!r} entry still works")
+                    f"{result.describe()}: refusing to install {entry.file}. It was built by a converter "
+                    "other than the locked one, or the recipe changed: run `make setup`, which installs "
+                    f"the lock, and rebuild; meanwhile the {entry.made_from!r} entry still works")
+            if progress:
+                progress(result.describe())
             written.append(_write_atomically(target, built.read_bytes()))
+            record = {"sha256": sha256_of(target), "largest_difference": result.largest_difference,
+                      "tolerance": result.tolerance, "of": result.what}
+            _write_atomically(_check_record(target), json.dumps(record, indent=1).encode())
     return written
+
+
+def _is_checked(path: Path) -> bool:
+    return path.is_file() and _checked_sha256(path) == sha256_of(path)
 
 
 def _is_good(path: Path, sha256: str | None) -> bool:

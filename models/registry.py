@@ -71,23 +71,28 @@ class ModelRegistry:
         return FaultyModel(model, entry.fault, entry.fault_marker) if entry.fault else model
 
     def _load(self, entry: ModelEntry, threads: int, device: str, **options):
-        name = entry.name
-        path = model_path(entry)
-        if entry.task == "detection":
-            model = FaceDetector(path, entry.backend, options.get("config", DetectorConfig()), threads, device)
-            backend = model.net
-        elif entry.task == "landmarks":
-            model = backend = LandmarkRefiner(path, threads, device)
-        elif entry.task == "identity" and entry.backend == "dlib":
-            backend = DlibEmbeddingBackend(path, threads, device)
-            model = FaceEmbedder(entry, backend)
-        elif entry.backend not in BACKENDS:
-            raise ModelEntryError(f"{entry.source}: model {name!r}: backend {entry.backend!r} cannot run a {entry.task} model")
-        else:
-            backend = BACKENDS[entry.backend](path, threads, device)
-            # an identity graph is fed the uint8 chips as they are: dlib-resnet-v1-onnx normalises them itself
-            kind = {"identity": FaceEmbedder, "age": AgeEstimator}.get(entry.task, Classifier)
-            model = kind(entry, backend)
-        if device == "gpu":
-            backend.session  # noqa: B018 (builds it: a GPU that cannot be had fails here, not mid-stream)
-        return model
+        return build_model(entry, model_path(entry), threads, device, **options)
+
+
+def build_model(entry: ModelEntry, path: Path, threads: int = 1, device: str = "cpu", **options):
+    """The model object for `entry` run from the file at `path`, unchecked: the registry checks its
+    files first; set-up runs a file it has just built on reference inputs before installing it."""
+    name = entry.name
+    if entry.task == "detection":
+        model = FaceDetector(path, entry.backend, options.get("config", DetectorConfig()), threads, device)
+        backend = model.net
+    elif entry.task == "landmarks":
+        model = backend = LandmarkRefiner(path, threads, device)
+    elif entry.task == "identity" and entry.backend == "dlib":
+        backend = DlibEmbeddingBackend(path, threads, device)
+        model = FaceEmbedder(entry, backend)
+    elif entry.backend not in BACKENDS:
+        raise ModelEntryError(f"{entry.source}: model {name!r}: backend {entry.backend!r} cannot run a {entry.task} model")
+    else:
+        backend = BACKENDS[entry.backend](path, threads, device)
+        # an identity graph is fed the uint8 chips as they are: dlib-resnet-v1-onnx normalises them itself
+        kind = {"identity": FaceEmbedder, "age": AgeEstimator}.get(entry.task, Classifier)
+        model = kind(entry, backend)
+    if device == "gpu":
+        backend.session  # noqa: B018 (builds it: a GPU that cannot be had fails here, not mid-stream)
+    return model

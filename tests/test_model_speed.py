@@ -121,24 +121,6 @@ def test_tflite_expression_process_never_imports_tensorflow():
     assert run.stdout.split() == ["cpu", "False"]
 
 
-def test_derived_file_is_rebuilt_byte_for_byte_and_a_wrong_hash_is_refused(registry, tmp_path, monkeypatch):
-    import dataclasses
-
-    from models.files import ModelFileError, derive, model_dir, sha256_of
-
-    source = registry.get("fer-mini-xception")
-    (tmp_path / source.file).symlink_to(model_dir() / source.file)
-    monkeypatch.setenv("FACELIVE_MODEL_DIR", str(tmp_path))
-    entry = registry.get("fer-mini-xception-tflite")
-    [built] = derive([source, entry])
-    assert sha256_of(built) == entry.sha256
-    built.unlink()
-    wrong = dataclasses.replace(entry, sha256="0" * 64)
-    with pytest.raises(ModelFileError, match="refusing to install it"):
-        derive([source, wrong])
-    assert not built.exists()
-
-
 # ----- execution device: asked, checked, reported; never a silent fallback to the CPU -----
 
 def test_onnx_provider_selection():
