@@ -17,8 +17,8 @@ from tqdm import tqdm  # noqa: E402
 from bench.gallery import format_gallery_table, gallery_benchmark  # noqa: E402
 from bench.models import format_costs, model_costs  # noqa: E402
 from bench.overload import format_overload, format_soak, overload_benchmark, soak_run  # noqa: E402
-from bench.pipeline import (EVERY_FRAME, cpu_table, format_live, format_ray_costs, hop_cost_ms,  # noqa: E402
-                            live_run, media_cost_ms, ray_costs_ms, run_pipeline)
+from bench.pipeline import (EVERY_FRAME, cpu_table, format_live, format_ray_costs, format_streams,  # noqa: E402
+                            hop_cost_ms, live_run, media_cost_ms, ray_costs_ms, run_pipeline, streams_run)
 from bench.report import replace_section  # noqa: E402
 from models.analyzer import FaceAnalyzer  # noqa: E402
 from models.baseline import run_sequential  # noqa: E402
@@ -110,9 +110,47 @@ def pipeline_section(args, baseline_fps: float, baseline_s_per_frame: float) -> 
         if args.soak_seconds:
             print(f"soak: {args.soak_seconds:.0f} s live with --enrol-unknown", file=sys.stderr)
             sections.append(format_soak(soak_run(args.video, args.work / "soak", args.soak_seconds)))
+        if args.streams:
+            sections.append(streams_section(args))
     finally:
         ray.shutdown()
     return sections
+
+
+CROSSING = Path(__file__).resolve().parent.parent / "tests" / "media" / "video" / "crossing_faces.mp4"
+
+
+def streams_section(args) -> str:
+    """Cameras per box: the crossing video, which has ground truth, on 1..N cameras at once."""
+    runs = []
+    for streams in args.streams:
+        print(f"streams per box: {streams} live stream(s) of {CROSSING.name}, events only", file=sys.stderr)
+        runs.append(streams_run(str(CROSSING), CROSSING.with_suffix(".gt.txt"), CROSSING.with_suffix(".truth.json"),
+                                args.work / f"streams-{streams}", streams))
+    return ("## Streams per box: live cameras at 25 fps on this machine\n\n"
+            f"Each stream plays {CROSSING.name} once at its 25 fps, live and events only (`--no-video`); every "
+            "stream's tracks are scored against the video's ground truth over every frame, so frames left "
+            "unannotated count as misses and carried boxes count where they lie. \"Detected\" is the share of "
+            "captured frames the detector saw; the rest of the annotated ones show tracked boxes.\n\n"
+            + format_streams(runs))
+
+
+def streams_only(args) -> int:
+    """The streams-per-box table alone, its section replaced in `args.out`."""
+    import ray
+
+    from bench.charts import write_charts
+
+    start_local_ray()
+    try:
+        section = streams_section(args)
+    finally:
+        ray.shutdown()
+    print(section)
+    args.out.write_text(replace_section(args.out.read_text() if args.out.exists() else "", section))
+    for chart in write_charts(section, args.out.resolve().parent / "docs"):
+        print(f"chart: {chart}", file=sys.stderr)
+    return 0
 
 
 def kept_sections(path: Path) -> list[str]:
@@ -156,11 +194,15 @@ def main(argv=None) -> int:
     p.add_argument("--soak-seconds", type=float, default=600,
                    help="seconds of the live soak with --enrol-unknown, memory sampled (default 600; 0: skip)")
     p.add_argument("--work", type=Path, default=Path("out/bench"), help="folder for the pipeline runs' outputs")
-    p.add_argument("--only", choices=("soak",),
+    p.add_argument("--streams", type=lambda text: [int(n) for n in text.split(",") if n], default=[1, 2, 3, 4],
+                   help="camera counts of the streams-per-box table, comma-separated (default 1,2,3,4; empty: skip)")
+    p.add_argument("--only", choices=("soak", "streams"),
                    help="run only this section and replace it in --out, keeping the rest of the file")
     args = p.parse_args(argv)
     if args.only == "soak":
         return soak_only(args)
+    if args.only == "streams":
+        return streams_only(args)
 
     sections = [f"# facelive benchmarks\n\nMachine: {machine()}. Date: {datetime.date.today()}. "
                 "Absolute numbers hold for this machine only; compare ratios within one run."]

@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -33,7 +34,9 @@ def _this_machines_lock() -> Path:
 def test_installed_packages_are_the_lock():
     lock = _this_machines_lock()
     assert lock.is_file(), f"no lock {lock.name} for this Python; locks: {sorted(p.name for p in lock.parent.glob('py*.txt'))}"
-    installed = {_normal(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    # the venv's own folders only: Ray puts its vendored packages (colorama among them) on sys.path
+    venv = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    installed = {_normal(d.metadata["Name"]): d.version for d in metadata.distributions(path=sorted(venv))}
     wanted = _pins(lock)
     extra = {n: v for n, v in installed.items() if n not in wanted and n not in NOT_LOCKED}
     missing = {n: v for n, v in wanted.items() if n not in installed}
