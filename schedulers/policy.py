@@ -84,6 +84,9 @@ class SchedulingPolicy:
     batch_waits: dict[str, float] = field(default_factory=dict)
     queues: dict[str, deque[WorkItem]] = field(default_factory=dict)
     workers: dict[str, Worker] = field(default_factory=dict)
+    # (task, stream) -> when the task last took one of the stream's items (live), and a count that
+    # orders the takes of one batch
+    served: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
 
     def __post_init__(self):
         for task in self.priorities:
@@ -151,14 +154,28 @@ class SchedulingPolicy:
                     break
                 if worker.task != task or worker.busy or worker.retired:
                     continue
-                batch = self._take(queue, self.batch_sizes.get(task, 1))
+                batch = self._take(task, self.batch_sizes.get(task, 1), now)
                 worker.busy = True
                 out.append(Dispatch(worker, batch))
         return out
 
-    def _take(self, queue: deque[WorkItem], n: int) -> tuple[WorkItem, ...]:
-        take = queue.pop if self.mode == "live" else queue.popleft
-        return tuple(take() for _ in range(min(n, len(queue))))
+    def _take(self, task: str, n: int, now: float) -> tuple[WorkItem, ...]:
+        """Lossless: the oldest items. Live: each stream's newest item, the stream that has waited
+        longest since the task last served it first. Newest-first alone starves streams: with one
+        detector call at a time and cameras in step, the camera whose frame lands last each period
+        took every call, and the others' tracks were carried on guesses alone."""
+        queue = self.queues[task]
+        if self.mode != "live":
+            return tuple(queue.popleft() for _ in range(min(n, len(queue))))
+        batch = []
+        never = (float("-inf"), 0)
+        for _ in range(min(n, len(queue))):
+            newest = {item.stream: item for item in queue}  # the queue is in arrival order
+            item = min(newest.values(), key=lambda w: (self.served.get((task, w.stream), never), -w.t_enqueue))
+            queue.remove(item)
+            self.served[(task, item.stream)] = (now, len(batch))
+            batch.append(item)
+        return tuple(batch)
 
     def done(self, worker_id: str) -> None:
         worker = self.workers.get(worker_id)

@@ -89,6 +89,32 @@ def test_live_batches_take_the_newest_items():
     assert [w.seq for w in p.queues["expression"]] == [0, 1]
 
 
+def test_one_detector_serves_cameras_in_step_in_turn():
+    """Four live cameras whose frames land in the same order every period, one detection call at a
+    time taking about a period: newest-first gave every call to the camera that lands last."""
+    p = policy("live", {"detection": 1}, carry=True)
+    served = {cam: [] for cam in ("a", "b", "c", "d")}
+    for period in range(40):
+        t = period * 0.04
+        for k, cam in enumerate(served):
+            p.admit(item("detection", cam, period, t + k * 0.001), open_frames=0)
+        [d] = p.next_dispatches(t + 0.039)
+        served[d.items[0].stream].append(d.items[0].seq)
+        p.done(d.worker.worker_id)
+    assert {cam: len(seqs_) for cam, seqs_ in served.items()} == {"a": 10, "b": 10, "c": 10, "d": 10}
+    # each call still takes the newest frame of the camera it serves
+    assert all(seqs_ == sorted(seqs_) and seqs_[-1] >= 36 for seqs_ in served.values())
+
+
+def test_a_batch_spans_streams_newest_of_each_first():
+    p = policy("live", {"detection": 1}, batch_sizes={"detection": 4})
+    for seq in range(3):
+        for cam in ("a", "b"):
+            p.push(item("detection", cam, seq))
+    [d] = p.next_dispatches()
+    assert [(w.stream, w.seq) for w in d.items] == [("a", 2), ("b", 2), ("a", 1), ("b", 1)]
+
+
 def test_tasks_without_a_batch_size_go_one_at_a_time():
     p = policy("lossless", {"detection": 2})
     for seq in range(3):
