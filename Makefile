@@ -22,8 +22,9 @@ setup: $(INSTALLED) $(MODELS_OK)
 # nothing else (tests/test_lock.py checks it). --no-deps: the lock is the whole tree; facelive
 # itself goes in editable with the locked setuptools, so no build step fetches an unhashed package.
 $(INSTALLED): $(LOCK) pyproject.toml
-	@[ -f "$(LOCK)" ] || { echo "no lock for Python '$(PYVER)' ($(PYTHON)) on $(ACCEL): facelive is locked for" \
-	  "Python $(LOCK_PYTHONS); run with one of them, e.g. make $(MAKECMDGOALS) PYTHON=python3.11" >&2; exit 1; }
+	@[ -n "$(PYVER)" ] || { echo "cannot run $(PYTHON): facelive needs Python $(LOCK_PYTHONS) (make PYTHON=...)" >&2; exit 1; }
+	@[ -f "$(LOCK)" ] || { echo "no lock for Python $(PYVER) ($(PYTHON)) on $(ACCEL): facelive is locked for" \
+	  "Python $(LOCK_PYTHONS); run with one of them, e.g. make $(or $(MAKECMDGOALS),setup) PYTHON=python3.11" >&2; exit 1; }
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
