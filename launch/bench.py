@@ -128,7 +128,8 @@ def streams_section(args) -> str:
         runs.append(streams_run(str(CROSSING), CROSSING.with_suffix(".gt.txt"), CROSSING.with_suffix(".truth.json"),
                                 args.work / f"streams-{streams}", streams))
     return ("## Streams per box: live cameras at 25 fps on this machine\n\n"
-            f"Each stream plays {CROSSING.name} once at its 25 fps, live and events only (`--no-video`); every "
+            f"{machine()}, {datetime.date.today()}. Each stream plays {CROSSING.name} once at its 25 fps, live and "
+            "events only (`--no-video`); every "
             "stream's tracks are scored against the video's ground truth over every frame, so frames left "
             "unannotated count as misses and carried boxes count where they lie. \"Detected\" is the share of "
             "captured frames the detector saw; the rest of the annotated ones show tracked boxes.\n\n"
