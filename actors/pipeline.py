@@ -115,6 +115,9 @@ class Pipeline:
         labels = _labels(cfg)
         # a task whose pool has no actors is never asked for: its jobs would wait forever
         tasks = tuple(t for t in TASKS if t != "detection" and cfg.pool(t).count > 0)
+        # carried frames are followed by their pixels' motion
+        follows = cfg.mode == "live" and cfg.carry and cfg.motion.flow
+        looks = cfg.video or self.view is not None or follows
         for i, source in enumerate(cfg.sources):
             stream = stream_name(source, i)
             # one frame more than the stream's window: the next frame waits in the scheduler
@@ -129,8 +132,7 @@ class Pipeline:
                 video = self.videos[stream] = str((folder / "annotated.mp4").resolve())
             self.trackers.append(named(TrackerActor, f"tracker:{i}").remote(
                 stream, self.scheduler, (video, fps), self.event_log, cfg, labels, tasks, self.gallery, self.view))
-            ray.get(self.scheduler.register_stream.remote(stream, self.trackers[-1],
-                                                          cfg.video or self.view is not None))
+            ray.get(self.scheduler.register_stream.remote(stream, self.trackers[-1], looks))
         ray.get([a.__ray_ready__.remote() for a in (*self.trackers, self.event_log)])
 
     def shutdown(self) -> None:

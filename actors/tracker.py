@@ -47,7 +47,7 @@ class TrackerActor:
                                   config.tracker, config.fusion, config.budget, tasks=tasks,
                                   alarm_cooldown_s=config.alarm_cooldown_s,
                                   enrol_after=config.enrol_after if config.enrol_unknown and gallery else None,
-                                  names_faces=gallery is not None)
+                                  names_faces=gallery is not None, motion=config.motion)
         # seq -> (frame, its pixels): pixels are fetched as the frame arrives, so putting it out
         # later never waits on the object store
         self._frames: dict[int, tuple[FrameRef | None, object]] = {}
@@ -80,7 +80,7 @@ class TrackerActor:
         self._start(self.core.add(seq, 0.0, None))
 
     async def _pixels(self, frame: FrameRef):
-        if frame.ref is None:  # nothing here draws: the scheduler sent no handle
+        if frame.ref is None:  # nothing here looks at pixels: the scheduler sent no handle
             return None
         try:
             return await frame.ref
@@ -94,7 +94,7 @@ class TrackerActor:
         # the handle is not kept past this call (see PriorityScheduler.admit): the pixels are
         self._frames[frame.seq] = (replace(frame, ref=None), image)
         self.carried += carried
-        self._start(self.core.add(frame.seq, frame.t_stream, faces, frame.t_capture, carried=carried))
+        self._start(self.core.add(frame.seq, frame.t_stream, faces, frame.t_capture, carried=carried, image=image))
 
     def _start(self, ready: list[FrameWork]) -> None:
         for work in ready:
@@ -167,7 +167,8 @@ class TrackerActor:
             self._report_timer = asyncio.get_running_loop().call_later(DONE_WAIT_S, self._report)
 
     def _show(self, frame: FrameRef, image, output) -> None:
-        if image is None or self._video_error is not None:
+        # pixels fetched only to follow faces' motion are not drawn
+        if image is None or self._video_error is not None or (self.video.path is None and self.view is None):
             return
         try:
             jpeg = self.video.write(image, list(output.labels), output.banner, jpeg=self.view is not None)

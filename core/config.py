@@ -7,6 +7,7 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 from core.fusion import FusionConfig
+from core.motion import MotionConfig
 from core.tracking import TrackerConfig
 from core.budget import BudgetConfig
 
@@ -62,7 +63,8 @@ class PipelineConfig:
     loop: bool = False
     duration: float | None = None
     # an annotated video per stream; off: events only (as the sequential loop and batch labelling
-    # produce), and with no live view either, a tracker never fetches a frame's pixels
+    # produce), and with no live view either, a tracker fetches a frame's pixels only to follow
+    # faces through carried frames (`motion.flow`, live)
     video: bool = True
     gpu: bool = False
     gpu_fraction: float = 0.25
@@ -75,6 +77,7 @@ class PipelineConfig:
     detector_model: str = "centerface-int8"
     pools: tuple[PoolSpec, ...] = ()
     tracker: TrackerConfig = TrackerConfig()
+    motion: MotionConfig = MotionConfig()
     fusion: FusionConfig = FusionConfig()
     budget: BudgetConfig = BudgetConfig()
     models_file: str | None = None

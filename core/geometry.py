@@ -38,3 +38,13 @@ def iou_matrix(a, b) -> np.ndarray:
 def iou(a, b) -> float:
     """IoU of two single boxes."""
     return float(iou_matrix(a, b)[0, 0])
+
+
+def covered(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)): the share of each box of `a` that each box of `b` covers."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    overlap = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    return overlap / areas(a)[:, None]

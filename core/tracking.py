@@ -43,6 +43,7 @@ from scipy.optimize import linear_sum_assignment
 from core.geometry import areas as _areas
 from core.geometry import centre_distances as _centre_distances
 from core.geometry import centres as _centres
+from core.geometry import covered as _covered
 from core.geometry import iou_matrix as _iou
 
 UNCONFIRMED = -1
@@ -314,6 +315,11 @@ class Tracker:
         boxes = np.array([tr.box_at(t, self.config.coast_s) for tr in shown], dtype=np.float32).reshape(-1, 4)
         return tuple(tr.track_id for tr in shown), boxes
 
+    def detected(self, t: float) -> tuple[tuple[int, ...], np.ndarray]:
+        """The confirmed tracks detected at time `t`, and their boxes."""
+        shown = [tr for tr in self._tracks if tr.confirmed and not tr.is_lost and tr.t_last_seen == t]
+        return tuple(tr.track_id for tr in shown), np.array([tr.box for tr in shown], np.float64).reshape(-1, 4)
+
     def set_embedding(self, track_id: int, embedding: np.ndarray, box: np.ndarray | None = None) -> None:
         """Attach an identity embedding (e.g. from the identity actor) for the appearance check;
         `box`: the face's box in the frame the embedding was computed from (default: the track's
@@ -511,18 +517,6 @@ class Tracker:
             gone = {e.track_id for e in ended}
             self._merged_into = {a: b for a, b in self._merged_into.items() if self._resolved(b) not in gone}
         return tuple(newly_lost), tuple(ended)
-
-
-
-
-def _covered(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)): the share of each box of `a` that each box of `b` covers."""
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    overlap = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    return overlap / _areas(a)[:, None]
 
 
 def _whole_face(box: np.ndarray, cfg: TrackerConfig) -> bool:

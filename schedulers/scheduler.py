@@ -46,7 +46,7 @@ class PriorityScheduler:
         self.stats = StageStats()
         self.metrics = PipelineMetrics()
         self.trackers: dict[str, ray.actor.ActorHandle] = {}
-        self.undrawn: set[str] = set()  # streams whose tracker draws nothing (see register_stream)
+        self.blind: set[str] = set()  # streams whose tracker looks at no pixels (see register_stream)
         # admitted frames whose handles recognition jobs may still need, until their tracker
         # releases them (or they are dropped), each with the answer its open admit call awaits
         self.frames: dict[tuple[str, int], tuple[FrameRef, asyncio.Future]] = {}
@@ -93,15 +93,16 @@ class PriorityScheduler:
             out.setdefault(worker.task, []).append(tuple(place))
         return out
 
-    def register_stream(self, stream: str, tracker, draws: bool = True) -> None:
-        """`draws`: the stream's tracker draws frames (a video or a live view); if not, it is sent
-        no frame handle, so it neither fetches pixels nor borrows a reference it does not use."""
+    def register_stream(self, stream: str, tracker, looks: bool = True) -> None:
+        """`looks`: the stream's tracker uses frames' pixels (it draws a video or a live view, or
+        follows faces through carried frames by their motion); if not, it is sent no frame
+        handle, so it neither fetches pixels nor borrows a reference it does not use."""
         self.trackers[stream] = tracker
-        if not draws:
-            self.undrawn.add(stream)
+        if not looks:
+            self.blind.add(stream)
 
     def _for_tracker(self, frame: FrameRef) -> FrameRef:
-        return replace(frame, ref=None) if frame.stream in self.undrawn else frame
+        return replace(frame, ref=None) if frame.stream in self.blind else frame
 
     # ---- frames
     async def admit(self, frame: FrameRef) -> bool:
