@@ -19,6 +19,7 @@ from core.config import TASKS, PipelineConfig, PoolSpec
 from core.gallery import GalleryConfig
 from core.private import private_dir
 from core.sources import stream_name
+from core.stats import RayTraffic
 from models.detector import DetectorConfig
 from models.registry import DEFAULT_MODELS, ModelRegistry
 from schedulers.scheduler import PriorityScheduler, RunSummary
@@ -36,6 +37,7 @@ class RunResult:
     captures: tuple[CaptureReport, ...]
     videos: dict[str, str]
     events: str
+    traffic: RayTraffic = RayTraffic({}, {})  # every Ray operation of the run that the scheduler or a tracker made
 
 
 def named(actor_class, name: str, **options):
@@ -167,8 +169,9 @@ class Pipeline:
             self.shutdown()
         shown = sum(r.faces_shown for r in ends)
         fresh = sum(r.faces_fresh for r in ends) / shown if shown else 0.0
+        traffic = sum((r.traffic for r in ends), summary.traffic)
         return RunResult(summary, sum(r.tracks for r in ends), fresh, sum(r.frames_carried for r in ends),
-                         tuple(reports), dict(self.videos), self.events_path)
+                         tuple(reports), dict(self.videos), self.events_path, traffic)
 
     def stop(self) -> None:
         """Ask every capture to stop; frames in flight still finish."""

@@ -14,6 +14,7 @@ import ray
 from actors.sinks import EVENT_BATCH, AnnotatedVideo
 from core.config import PipelineConfig
 from core.messages import FaceBoxes, FrameRef, RecognitionJob
+from core.stats import RayTraffic, TrafficCounter
 from core.stream import FrameWork, StreamTracker
 
 log = logging.getLogger("facelive.tracker")
@@ -29,6 +30,7 @@ class TrackerReport:
     faces_shown: int  # faces of confirmed tracks in output frames
     faces_fresh: int  # of those, faces whose every attribute came from a frame at most 0.5 s older
     frames_carried: int  # output frames whose boxes were carried by tracking, not detected
+    traffic: RayTraffic  # the calls this tracker made to others than the scheduler (which counts its own)
 
 
 @ray.remote(num_cpus=0)
@@ -65,6 +67,7 @@ class TrackerActor:
         self.blocking = set(config.blocking_tasks) if config.mode == "live" else None
         self._last_t = 0.0
         self.carried = 0
+        self.traffic = TrafficCounter()
 
     # async methods: they run on the actor's event loop, where the recognition tasks live
     async def on_detections(self, frame: FrameRef, faces: FaceBoxes) -> None:
@@ -133,6 +136,7 @@ class TrackerActor:
                 if result is not None:
                     self.core.fuse(result, t)
             for request in self.core.enrol_requests():
+                self.traffic.call("gallery.enrol_unknown")
                 name = await self.gallery.enrol_unknown.remote(request.vectors, f"{self.stream}#track={request.track_id}")
                 self.core.enrolled(request.track_id, name, t)
         finally:
@@ -176,11 +180,13 @@ class TrackerActor:
             self._video_error = error
             return
         if jpeg is not None:
+            self.traffic.call("view.frame")
             self.view.frame.remote(self.stream, frame.seq, frame.t_capture, jpeg)
 
     def _log(self, events: list[dict], flush: bool) -> None:
         self._events.extend(events)
         if flush and self._events:
+            self.traffic.call("events.write")
             self._logged.append(self.event_log.write.remote(self._events))
             self._events = []
             done, self._logged = ray.wait(self._logged, num_returns=len(self._logged), timeout=0)
@@ -214,4 +220,5 @@ class TrackerActor:
         self.video.close()
         if self._video_error is not None or self._log_error is not None:
             raise self._video_error or self._log_error
-        return TrackerReport(self.core.tracks_started, self.core.faces_shown, self.core.faces_fresh, self.carried)
+        return TrackerReport(self.core.tracks_started, self.core.faces_shown, self.core.faces_fresh, self.carried,
+                             self.traffic.traffic())

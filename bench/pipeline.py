@@ -269,6 +269,8 @@ class StreamsFigures:
     p95_ms: float
     idf1: tuple[float, ...]  # per stream
     switches: tuple[int, ...]
+    calls_per_frame: float = math.nan  # Ray actor calls a captured frame, the run's own count
+    fetches_per_frame: float = math.nan
 
     @property
     def annotated_share(self) -> float:
@@ -295,13 +297,16 @@ def streams_run(video: str, gt: Path, truth: Path | None, out: Path, streams: in
     s = result.summary
     e2e = s.stages.get("end_to_end")
     return StreamsFigures(streams, s.captured, s.processed, s.carried, e2e.p95_ms if e2e else math.nan,
-                          tuple(sc.idf1 for sc in scores), tuple(sc.id_switches for sc in scores))
+                          tuple(sc.idf1 for sc in scores), tuple(sc.id_switches for sc in scores),
+                          *result.traffic.per_frame(s.captured))
 
 
 def format_streams(runs: list[StreamsFigures]) -> str:
     rows = ["| streams | annotated | detected (not carried) | capture→annotated p95 ms | IDF1 worst stream "
-            "| IDF1 mean | id switches (all streams) |", "|---|---|---|---|---|---|---|"]
+            "| IDF1 mean | id switches (all streams) | Ray calls a frame | frame fetches a frame |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         rows.append(f"| {r.streams} | {r.annotated_share:.1%} | {r.detected_share:.1%} | {r.p95_ms:.0f} | "
-                    f"{min(r.idf1):.3f} | {np.mean(r.idf1):.3f} | {sum(r.switches)} |")
+                    f"{min(r.idf1):.3f} | {np.mean(r.idf1):.3f} | {sum(r.switches)} | {r.calls_per_frame:.2f} | "
+                    f"{r.fetches_per_frame:.2f} |")
     return "\n".join(rows)

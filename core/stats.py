@@ -2,7 +2,7 @@
 the same figures through `schedulers/metrics.py`)."""
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,3 +38,42 @@ class StageStats:
             out[stage] = StageFigures(self._count[stage], self._count[stage] / span if span > 0 else 0.0,
                                       float(np.percentile(ms, 50)), float(np.percentile(ms, 95)))
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class RayTraffic:
+    """Ray operations a run paid for, by what they were: actor calls, object fetches (a frame's
+    pixels read out of the object store) and puts. Each has a CPU floor summed over the processes
+    involved (BENCHMARKS.md, "Ray's own operations"), so their count per frame is a cost of the
+    layout, apart from the models."""
+
+    calls: dict[str, int]
+    fetches: dict[str, int]
+    puts: int = 0
+
+    def __add__(self, other: RayTraffic) -> RayTraffic:
+        return RayTraffic(dict(Counter(self.calls) + Counter(other.calls)),
+                          dict(Counter(self.fetches) + Counter(other.fetches)), self.puts + other.puts)
+
+    def per_frame(self, frames: int) -> tuple[float, float]:
+        """(actor calls, fetches) per frame over `frames`."""
+        n = max(frames, 1)
+        return sum(self.calls.values()) / n, sum(self.fetches.values()) / n
+
+
+class TrafficCounter:
+    """Counts an actor's Ray operations as they happen; `traffic()` is what it saw."""
+
+    def __init__(self):
+        self.calls: Counter[str] = Counter()
+        self.fetches: Counter[str] = Counter()
+        self.puts = 0
+
+    def call(self, kind: str, n: int = 1) -> None:
+        self.calls[kind] += n
+
+    def fetch(self, kind: str, n: int = 1) -> None:
+        self.fetches[kind] += n
+
+    def traffic(self) -> RayTraffic:
+        return RayTraffic(dict(self.calls), dict(self.fetches), self.puts)

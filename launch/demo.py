@@ -89,7 +89,16 @@ def summary_json(result) -> dict:
             "stages": {name: {"fps": round(f.fps, 2), "latency_ms": {"p50": round(f.p50_ms, 1), "p95": round(f.p95_ms, 1)}}
                        for name, f in s.stages.items()},
             "tracks": result.tracks, "faces": s.faces, "fresh_attributes": round(result.fresh_share, 3),
-            "seconds": round(s.seconds, 2)}
+            "seconds": round(s.seconds, 2), "ray_per_frame": ray_per_frame(result.traffic, s.captured)}
+
+
+def ray_per_frame(traffic, frames: int) -> dict:
+    """Ray operations per captured frame, in all and by kind."""
+    n = max(frames, 1)
+    calls, fetches = traffic.per_frame(frames)
+    return {"calls": round(calls, 2), "fetches": round(fetches, 2), "puts": round(traffic.puts / n, 2),
+            "calls_by_kind": {k: round(v / n, 2) for k, v in sorted(traffic.calls.items())},
+            "fetches_by_kind": {k: round(v / n, 2) for k, v in sorted(traffic.fetches.items())}}
 
 
 def summary_table(data: dict) -> str:
@@ -101,10 +110,19 @@ def summary_table(data: dict) -> str:
                                        for task, models in data["devices"].items()),
              f"tracks: {data['tracks']}, faces: {data['faces']}, expression <= 0.5 s old with age/gender known: "
              f"{data['fresh_attributes']:.0%}, seconds: {data['seconds']}",
+             ray_line(data["ray_per_frame"]),
              f"{'stage':<12} {'per s':>8} {'p50 ms':>8} {'p95 ms':>8}"]
     for name, st in data["stages"].items():
         lines.append(f"{name:<12} {st['fps']:>8.1f} {st['latency_ms']['p50']:>8.1f} {st['latency_ms']['p95']:>8.1f}")
     return "\n".join(lines)
+
+
+def ray_line(ray: dict) -> str:
+    def kinds(counts: dict) -> str:
+        return ", ".join(f"{k} {v:.2f}" for k, v in counts.items())
+
+    return (f"Ray a frame: {ray['calls']:.2f} actor calls ({kinds(ray['calls_by_kind'])}), "
+            f"{ray['fetches']:.2f} frame fetches ({kinds(ray['fetches_by_kind'])}), {ray['puts']:.2f} puts")
 
 
 def main(argv=None) -> int:

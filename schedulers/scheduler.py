@@ -13,7 +13,7 @@ import ray
 
 from core.config import PipelineConfig
 from core.messages import FrameRef, Recognised, RecognitionJob
-from core.stats import StageFigures, StageStats
+from core.stats import RayTraffic, StageFigures, StageStats, TrafficCounter
 from schedulers.metrics import PipelineMetrics
 from schedulers.policy import FrameLedger, SchedulingPolicy, WorkItem, Worker
 from schedulers.pools import ActorFactory, PoolManager
@@ -31,12 +31,16 @@ class RunSummary:
     seconds: float
     carried: int = 0  # processed frames shown with tracked, not detected, boxes (live)
     devices: dict[str, dict[str, str]] | None = None  # task -> model -> where it runs
+    # the Ray operations this actor made, answered or caused; the trackers add their own
+    traffic: RayTraffic = RayTraffic({}, {})
 
 
 @ray.remote(num_cpus=0)
 class PriorityScheduler:
     def __init__(self, config: PipelineConfig, factory: ActorFactory):
         self.config = config
+        # identity actors check their gallery replica once per batch
+        self.gallery_synced = bool(config.gallery or config.enrol_unknown)
         specs = config.all_pools()
         self.policy = SchedulingPolicy({s.task: s.priority for s in specs}, config.mode, config.in_flight_limit(),
                                         {s.task: s.batch_size for s in specs}, carry=config.carry,
@@ -44,6 +48,7 @@ class PriorityScheduler:
         self.pools = PoolManager(config, self.policy, factory)
         self.ledger = FrameLedger()
         self.stats = StageStats()
+        self.traffic = TrafficCounter()
         self.metrics = PipelineMetrics()
         self.trackers: dict[str, ray.actor.ActorHandle] = {}
         self.blind: set[str] = set()  # streams whose tracker looks at no pixels (see register_stream)
@@ -101,8 +106,13 @@ class PriorityScheduler:
         if not looks:
             self.blind.add(stream)
 
-    def _for_tracker(self, frame: FrameRef) -> FrameRef:
-        return replace(frame, ref=None) if frame.stream in self.blind else frame
+    def _for_tracker(self, frame: FrameRef, call: str) -> FrameRef:
+        """The frame as `call` (a tracker method about to be called with it) gets it."""
+        self.traffic.call(f"tracker.{call}")
+        if frame.stream in self.blind:
+            return replace(frame, ref=None)
+        self.traffic.fetch("tracker")
+        return frame
 
     # ---- frames
     async def admit(self, frame: FrameRef) -> bool:
@@ -113,6 +123,8 @@ class PriorityScheduler:
         returns (bench/borrow_leak.py): one per frame, for as long as a camera runs. True if the
         frame was taken, False if it was dropped as stale on arrival."""
         key = (frame.stream, frame.seq)
+        self.traffic.call("scheduler.admit")
+        self.traffic.puts += 1  # the capture's, of this frame
         self.ledger.capture(frame.stream, frame.seq)
         self.metrics.frames_in.inc(tags={"stream": frame.stream})
         released = asyncio.get_running_loop().create_future()
@@ -128,12 +140,13 @@ class PriorityScheduler:
             self._drop(stale, "stale")
         for carried in decision.carried:
             self.carried += 1
-            self.trackers[carried.stream].on_carried.remote(self._for_tracker(carried.payload))
+            self.trackers[carried.stream].on_carried.remote(self._for_tracker(carried.payload, "on_carried"))
         self._pump()
         await released
         return item not in decision.dropped
 
     async def drop_uncaptured(self, stream: str, seq: int, reason: str) -> None:
+        self.traffic.call("scheduler.drop_uncaptured")
         self.ledger.capture(stream, seq)
         self.metrics.frames_in.inc(tags={"stream": stream})
         self._drop(WorkItem("detection", stream, seq, time.monotonic()), reason)
@@ -148,6 +161,7 @@ class PriorityScheduler:
         if self.ledger.finish(item.stream, item.seq, reason):
             self.metrics.frames_dropped.inc(tags={"stream": item.stream, "reason": reason})
             # the tracker must still learn the frame is gone, or it waits for it forever
+            self.traffic.call("tracker.on_dropped")
             self.trackers[item.stream].on_dropped.remote(item.seq)
             self._notify()
 
@@ -155,6 +169,7 @@ class PriorityScheduler:
         """Frames the tracker has put out, as (seq, capture time, output time): it reports them
         in small batches, so latency is taken from the output time it noted. `released`: frames
         whose recognition calls have all returned (sent after them, so no job can come later)."""
+        self.traffic.call("scheduler.frames_done")
         for seq in released:
             self._let_go(stream, seq)
         done = 0
@@ -188,6 +203,7 @@ class PriorityScheduler:
     async def recognize(self, jobs: list[RecognitionJob]) -> list[Recognised | None]:
         """Run a frame's jobs, each at its task's priority; a job's result is None when it went
         stale (live) or its actor failed."""
+        self.traffic.call("scheduler.recognize")
         loop = asyncio.get_running_loop()
         futures = []
         for job in jobs:
@@ -260,12 +276,14 @@ class PriorityScheduler:
         frames: list[FrameRef] = [item.payload for item in items]
         n = len(frames)
         refs = worker.handle.detect.options(num_returns=1 + n).remote(frames)
+        self.traffic.call("detection.detect")
+        self.traffic.fetch("detection", n)
         # each tracker gets its detections as soon as they exist: they never pass through this
         # actor, which only waits for the counts to free the worker. A top-level argument, resolved
         # before the call: a ref the tracker kept past the call would leave an entry in this
         # actor's object table for good (Ray 2.60, bench/borrow_leak.py)
         for i, frame in enumerate(frames):
-            self.trackers[frame.stream].on_detections.remote(self._for_tracker(frame), refs[1 + i])
+            self.trackers[frame.stream].on_detections.remote(self._for_tracker(frame, "on_detections"), refs[1 + i])
         try:
             counts = await self._call(worker, refs[0])
         except Exception as error:  # noqa: BLE001 - any failure of the call ends the same way
@@ -295,6 +313,10 @@ class PriorityScheduler:
 
     async def _recognise(self, worker: Worker, items) -> None:
         jobs = [item.payload[0] for item in items]
+        self.traffic.call(f"{worker.task}.run")
+        self.traffic.fetch(worker.task, len(jobs))  # each job's frame, to cut its chips from
+        if worker.task == "identity" and self.gallery_synced:
+            self.traffic.call("gallery.version")  # the replica's check (IdentityActor._sync)
         try:
             results = await self._call(worker, worker.handle.run.remote(jobs))
         except Exception as error:  # noqa: BLE001 - a failed batch gives no results, whatever the cause
@@ -316,4 +338,4 @@ class PriorityScheduler:
     def summary(self) -> RunSummary:
         return RunSummary(self.ledger.captured, self.ledger.processed, dict(self.ledger.dropped),
                           self.stats.figures(), self.faces, time.monotonic() - self.started, self.carried,
-                          self.pools.placement())
+                          self.pools.placement(), self.traffic.traffic())

@@ -123,6 +123,9 @@ def test_without_video_the_events_are_the_same_and_no_tracker_fetches_a_frame(lo
     assert (result.summary.processed, result.videos) == (40, {})
     assert not list((tmp_path / "out").rglob("*.mp4"))
     assert held["tracker store pages"] == 0 < drawn_held["tracker store pages"]
+    # and the run's own count of Ray operations says so: each frame fetched by the detector alone
+    assert (result.traffic.fetches.get("tracker", 0), drawn.traffic.fetches["tracker"]) == (0, 300)
+    assert result.traffic.fetches["detection"] == result.traffic.calls["scheduler.admit"] == 40
 
     def boxes(out, first):
         return {e["seq"] - first: sorted(f["box"] for f in e["faces"]) for e in read_events(out / "events.msgpack")
@@ -216,6 +219,15 @@ def test_demo_cli_writes_summary(local_ray, tmp_path):
     assert summary["frames"] == {"captured": 20, "processed": 20, "dropped": {}, "carried": 0}
     assert summary["devices"]["detection"] == {"centerface-int8": "cpu", "dlib-5pt": "cpu"}
     assert set(summary["stages"]["detection"]) == {"fps", "latency_ms"}
+    ray = summary["ray_per_frame"]
+    # lossless on a CPU: each frame offered, detected alone and handed to the tracker, which
+    # reports frames done in batches; no face is in the clip's frames, so nothing is recognised
+    calls = ray["calls_by_kind"]
+    assert calls["scheduler.admit"] == calls["detection.detect"] == calls["tracker.on_detections"] == 1.0
+    assert not any(kind.endswith(".run") or kind == "scheduler.recognize" for kind in calls)
+    assert 3 < ray["calls"] < 4 and abs(ray["calls"] - sum(calls.values())) < 0.05
+    # the frame is read by the detector and by the tracker that draws it
+    assert ray["fetches_by_kind"] == {"detection": 1.0, "tracker": 1.0} and ray["puts"] == 1.0
 
 
 def test_connections_stay_on_loopback(local_ray):
