@@ -49,7 +49,7 @@ class TrackerActor:
                                   config.tracker, config.fusion, config.budget, tasks=tasks,
                                   alarm_cooldown_s=config.alarm_cooldown_s,
                                   enrol_after=config.enrol_after if config.enrol_unknown and gallery else None,
-                                  names_faces=gallery is not None, motion=config.motion)
+                                  names_faces=gallery is not None, motion=config.motion, need=config.need)
         # seq -> (frame, its pixels): pixels are fetched as the frame arrives, so putting it out
         # later never waits on the object store
         self._frames: dict[int, tuple[FrameRef | None, object]] = {}
@@ -83,7 +83,7 @@ class TrackerActor:
         self._start(self.core.add(seq, 0.0, None))
 
     async def _pixels(self, frame: FrameRef):
-        if frame.ref is None:  # nothing here looks at pixels: the scheduler sent no handle
+        if frame.ref is None:  # nothing here draws: the scheduler sent no handle
             return None
         try:
             return await frame.ref
@@ -171,8 +171,7 @@ class TrackerActor:
             self._report_timer = asyncio.get_running_loop().call_later(DONE_WAIT_S, self._report)
 
     def _show(self, frame: FrameRef, image, output) -> None:
-        # pixels fetched only to follow faces' motion are not drawn
-        if image is None or self._video_error is not None or (self.video.path is None and self.view is None):
+        if image is None or self._video_error is not None:
             return
         try:
             jpeg = self.video.write(image, list(output.labels), output.banner, jpeg=self.view is not None)
@@ -207,7 +206,7 @@ class TrackerActor:
             self._report_timer.cancel()
             self._report_timer = None
         if self._reported or self._released:
-            self.scheduler.frames_done.remote(self.stream, self._reported, self._released)
+            self.scheduler.frames_done.remote(self.stream, self._reported, self._released, self.core.detection_need())
             self._reported, self._released = [], []
 
     async def finish(self) -> TrackerReport:

@@ -281,14 +281,15 @@ class StreamsFigures:
         return (self.processed - self.carried) / max(self.captured, 1)
 
 
-def streams_run(video: str, gt: Path, truth: Path | None, out: Path, streams: int) -> StreamsFigures:
+def streams_run(video: str, gt: Path, truth: Path | None, out: Path, streams: int, **changes) -> StreamsFigures:
     """One pass of `video` on `streams` cameras at its frame rate, live, events only; every stream's
-    tracks scored over every frame (frames it did not annotate are misses)."""
+    tracks scored over every frame (frames it did not annotate are misses). `changes`: config
+    fields set otherwise."""
     from actors.pipeline import Pipeline
     from core.sources import stream_name
     from core.trackscore import score_tracks
 
-    config = PipelineConfig(sources=(video,) * streams, mode="live", realtime=True, loop=False, video=False)
+    config = PipelineConfig(sources=(video,) * streams, mode="live", realtime=True, loop=False, video=False, **changes)
     pipeline = Pipeline(config, out)
     pipeline.start()
     result = pipeline.run()
@@ -309,4 +310,78 @@ def format_streams(runs: list[StreamsFigures]) -> str:
         rows.append(f"| {r.streams} | {r.annotated_share:.1%} | {r.detected_share:.1%} | {r.p95_ms:.0f} | "
                     f"{min(r.idf1):.3f} | {np.mean(r.idf1):.3f} | {sum(r.switches)} | {r.calls_per_frame:.2f} | "
                     f"{r.fetches_per_frame:.2f} |")
+    return "\n".join(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class MixedFigures:
+    """One camera with people crossing among cameras with nobody in view, on one detector."""
+
+    need: bool  # detection weighed by need (core/need.py), or streams served in turn
+    empties: int
+    idf1: float  # of the camera with people
+    detected_share: float  # of its frames the detector saw
+    empty_detected_share: float  # of the empty cameras' frames, on average
+    first_face_s: float  # from the first face in view to its first confirmed box on the busy camera
+    p95_ms: float
+
+
+def faceless_video(video: str, frames: int, path: Path) -> str:
+    """`video`'s frames before its first face (crossing_faces: 0-49), played back and forth for
+    `frames` frames: a camera with the scene and nobody in it."""
+    import cv2
+
+    capture, still = cv2.VideoCapture(video), []
+    while len(still) < 50:
+        ok, image = capture.read()
+        if not ok:
+            break
+        still.append(image)
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, still[0].shape[1::-1])
+    cycle = still + still[-2:0:-1]
+    for k in range(frames):
+        writer.write(cycle[k % len(cycle)])
+    writer.release()
+    return str(path)
+
+
+def mixed_run(video: str, gt: Path, truth: Path | None, out: Path, empties: int, need: bool) -> MixedFigures:
+    """`video` (with ground truth) on one camera and `empties` cameras of its empty scene, live,
+    events only, at its frame rate."""
+    import cv2
+
+    from actors.pipeline import Pipeline
+    from core.need import NeedConfig
+    from core.sources import stream_name
+    from core.trackscore import TENTATIVE, load_mot_gt, score_tracks
+
+    capture = cv2.VideoCapture(video)
+    frames, fps = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), capture.get(cv2.CAP_PROP_FPS) or 25.0
+    empty = faceless_video(video, frames, out / "empty.mp4")
+    sources = (video, *(empty,) * empties)
+    config = PipelineConfig(sources=sources, mode="live", realtime=True, loop=False, video=False,
+                            need=NeedConfig(enabled=need))
+    result = Pipeline(config, out / ("need" if need else "in-turn")).run()
+    events = list(read_events(result.events))
+    busy = stream_name(video, 0)
+    score = score_tracks(events, gt, truth, stream=busy)
+    first_truth = min(load_mot_gt(gt)) - 1  # MOT frames count from 1
+    confirmed = [e["seq"] for e in events if e["type"] == "frame" and e["stream"] == busy
+                 and any(f["track_id"] != TENTATIVE for f in e["faces"])]
+    s = result.summary
+    e2e = s.stages.get("end_to_end")
+    empty_detected = [s.detected.get(stream_name(empty, i), 0) / frames for i in range(1, empties + 1)]
+    return MixedFigures(need, empties, score.idf1, s.detected.get(busy, 0) / frames, float(np.mean(empty_detected)),
+                        (min(confirmed) - first_truth) / fps if confirmed else math.nan,
+                        e2e.p95_ms if e2e else math.nan)
+
+
+def format_mixed(runs: list[MixedFigures]) -> str:
+    rows = ["| detection goes | cameras | IDF1, camera with people | its frames detected | empty cameras' frames "
+            "detected | first face confirmed after s | capture→annotated p95 ms |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        rows.append(f"| {'by need' if r.need else 'in turn'} | 1 + {r.empties} empty | {r.idf1:.3f} | "
+                    f"{r.detected_share:.1%} | {r.empty_detected_share:.1%} | {r.first_face_s:.2f} | {r.p95_ms:.0f} |")
     return "\n".join(rows)

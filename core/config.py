@@ -8,6 +8,7 @@ from pathlib import Path
 
 from core.fusion import FusionConfig
 from core.motion import MotionConfig
+from core.need import NeedConfig
 from core.tracking import TrackerConfig
 from core.budget import BudgetConfig
 
@@ -63,8 +64,8 @@ class PipelineConfig:
     loop: bool = False
     duration: float | None = None
     # an annotated video per stream; off: events only (as the sequential loop and batch labelling
-    # produce), and with no live view either, a tracker fetches a frame's pixels only to follow
-    # faces through carried frames (`motion.flow`, live)
+    # produce), and with no live view either, a tracker never fetches a frame's pixels (nor
+    # follows carried faces by their motion, `motion.flow`)
     video: bool = True
     gpu: bool = False
     gpu_fraction: float = 0.25
@@ -78,6 +79,7 @@ class PipelineConfig:
     pools: tuple[PoolSpec, ...] = ()
     tracker: TrackerConfig = TrackerConfig()
     motion: MotionConfig = MotionConfig()
+    need: NeedConfig = NeedConfig()
     fusion: FusionConfig = FusionConfig()
     budget: BudgetConfig = BudgetConfig()
     models_file: str | None = None

@@ -12,6 +12,7 @@ from core.events import frame_event, track_event
 from core.fusion import FusedAttributes, FusionConfig, TrackFusion, face_quality
 from core.messages import FaceBoxes, IdentityMatch, Recognised
 from core.motion import FaceFlow, MotionConfig
+from core.need import NeedConfig, detection_need
 from core.records import face_record
 from core.geometry import covered
 from core.tracking import UNCONFIRMED, Tracker, TrackerConfig
@@ -65,8 +66,9 @@ class StreamTracker:
                  tracker: TrackerConfig = TrackerConfig(), fusion: FusionConfig = FusionConfig(),
                  budget: BudgetConfig = BudgetConfig(), tasks: tuple[str, ...] = tuple(Task),
                  alarm_cooldown_s: float = 30.0, enrol_after: int | None = None, names_faces: bool = False,
-                 motion: MotionConfig = MotionConfig()):
+                 motion: MotionConfig = MotionConfig(), need: NeedConfig = NeedConfig()):
         self.stream = stream
+        self.need_config = need
         self.tracker = Tracker(tracker)
         self.flow = FaceFlow(motion) if motion.flow else None
         # the latest frame in order that had pixels, and its stream time: carried frames are
@@ -143,6 +145,10 @@ class StreamTracker:
                 boxes[known] = moved.boxes
                 self._followed = (t, {track_ids[i]: moved.boxes[j] for j, i in enumerate(known) if moved.followed[j]})
         return FrameWork(seq, t_capture, _predicted_faces(boxes), track_ids, (), (), t, carried=True)
+
+    def detection_need(self) -> float:
+        """How much this stream needs its next detection, as of the frames put out so far."""
+        return detection_need(self.tracker.motions(), self.need_config)
 
     def _remember_looks(self, work: FrameWork, image: np.ndarray) -> None:
         for i, track_id in enumerate(work.track_ids):

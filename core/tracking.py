@@ -45,6 +45,7 @@ from core.geometry import centre_distances as _centre_distances
 from core.geometry import centres as _centres
 from core.geometry import covered as _covered
 from core.geometry import iou_matrix as _iou
+from core.need import TrackMotion
 
 UNCONFIRMED = -1
 _FORBIDDEN = 1e6
@@ -314,6 +315,18 @@ class Tracker:
                  if tr.confirmed and not tr.is_lost and t - tr.t_last_seen <= self.config.coast_s]
         boxes = np.array([tr.box_at(t, self.config.coast_s) for tr in shown], dtype=np.float32).reshape(-1, 4)
         return tuple(tr.track_id for tr in shown), boxes
+
+    def motions(self) -> tuple[TrackMotion, ...]:
+        """How each track in view moves, and whether it is settled (confirmed, and not missed at
+        the last detection): what its stream's need for the next detection is weighed from. Lost
+        tracks are out of view; they count only if they come back."""
+        out = []
+        for tr in self._tracks:
+            if tr.is_lost:
+                continue
+            width = max(float(tr.box[2] - tr.box[0]), 1.0)
+            out.append(TrackMotion(float(np.hypot(*tr.velocity)) / width, tr.confirmed and not tr.misses))
+        return tuple(out)
 
     def detected(self, t: float) -> tuple[tuple[int, ...], np.ndarray]:
         """The confirmed tracks detected at time `t`, and their boxes."""

@@ -87,6 +87,8 @@ class SchedulingPolicy:
     # (task, stream) -> when the task last took one of the stream's items (live), and a count that
     # orders the takes of one batch
     served: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
+    # stream -> how much it needs its next detection (core/need.py; 1 where not said)
+    needs: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         for task in self.priorities:
@@ -161,17 +163,24 @@ class SchedulingPolicy:
 
     def _take(self, task: str, n: int, now: float) -> tuple[WorkItem, ...]:
         """Lossless: the oldest items. Live: each stream's newest item, the stream that has waited
-        longest since the task last served it first. Newest-first alone starves streams: with one
-        detector call at a time and cameras in step, the camera whose frame lands last each period
-        took every call, and the others' tracks were carried on guesses alone."""
+        longest since the task last served it first, its wait weighed by its need for detection.
+        Newest-first alone starves streams: with one detector call at a time and cameras in step,
+        the camera whose frame lands last each period took every call, and the others' tracks
+        were carried on guesses alone."""
         queue = self.queues[task]
         if self.mode != "live":
             return tuple(queue.popleft() for _ in range(min(n, len(queue))))
         batch = []
         never = (float("-inf"), 0)
+
+        def urgency(item: WorkItem) -> tuple[float, int, float]:
+            served_at, order = self.served.get((task, item.stream), never)
+            need = self.needs.get(item.stream, 1.0) if task == "detection" else 1.0
+            return -(now - served_at) * need, order, -item.t_enqueue
+
         for _ in range(min(n, len(queue))):
             newest = {item.stream: item for item in queue}  # the queue is in arrival order
-            item = min(newest.values(), key=lambda w: (self.served.get((task, w.stream), never), -w.t_enqueue))
+            item = min(newest.values(), key=urgency)
             queue.remove(item)
             self.served[(task, item.stream)] = (now, len(batch))
             batch.append(item)

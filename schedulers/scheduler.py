@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, replace
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
 import ray
 
@@ -33,6 +34,7 @@ class RunSummary:
     devices: dict[str, dict[str, str]] | None = None  # task -> model -> where it runs
     # the Ray operations this actor made, answered or caused; the trackers add their own
     traffic: RayTraffic = RayTraffic({}, {})
+    detected: dict[str, int] = field(default_factory=dict)  # stream -> frames the detector saw
 
 
 @ray.remote(num_cpus=0)
@@ -58,6 +60,7 @@ class PriorityScheduler:
         self.changed = asyncio.Event()
         self.faces = 0
         self.carried = 0
+        self.detected: Counter[str] = Counter()
         self.started = time.monotonic()
         self._attempts: dict[tuple[str, int], int] = {}
         self._gauges_at = 0.0
@@ -99,7 +102,7 @@ class PriorityScheduler:
         return out
 
     def register_stream(self, stream: str, tracker, looks: bool = True) -> None:
-        """`looks`: the stream's tracker uses frames' pixels (it draws a video or a live view, or
+        """`looks`: the stream's tracker uses frames' pixels (it draws a video or a live view, and
         follows faces through carried frames by their motion); if not, it is sent no frame
         handle, so it neither fetches pixels nor borrows a reference it does not use."""
         self.trackers[stream] = tracker
@@ -165,11 +168,14 @@ class PriorityScheduler:
             self.trackers[item.stream].on_dropped.remote(item.seq)
             self._notify()
 
-    def frames_done(self, stream: str, frames: list[tuple[int, float, float]], released: list[int]) -> None:
+    def frames_done(self, stream: str, frames: list[tuple[int, float, float]], released: list[int],
+                    need: float = 1.0) -> None:
         """Frames the tracker has put out, as (seq, capture time, output time): it reports them
         in small batches, so latency is taken from the output time it noted. `released`: frames
-        whose recognition calls have all returned (sent after them, so no job can come later)."""
+        whose recognition calls have all returned (sent after them, so no job can come later).
+        `need`: how much the stream needs its next detection (core/need.py)."""
         self.traffic.call("scheduler.frames_done")
+        self.policy.needs[stream] = need
         for seq in released:
             self._let_go(stream, seq)
         done = 0
@@ -293,6 +299,7 @@ class PriorityScheduler:
             return
         for frame, faces in zip(frames, counts):
             self._attempts.pop((frame.stream, frame.seq), None)
+            self.detected[frame.stream] += 1
             self.faces += faces
             if faces:  # Ray's counters refuse 0
                 self.metrics.faces.inc(faces, tags={"stream": frame.stream})
@@ -338,4 +345,4 @@ class PriorityScheduler:
     def summary(self) -> RunSummary:
         return RunSummary(self.ledger.captured, self.ledger.processed, dict(self.ledger.dropped),
                           self.stats.figures(), self.faces, time.monotonic() - self.started, self.carried,
-                          self.pools.placement(), self.traffic.traffic())
+                          self.pools.placement(), self.traffic.traffic(), dict(self.detected))

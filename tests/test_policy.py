@@ -106,6 +106,40 @@ def test_one_detector_serves_cameras_in_step_in_turn():
     assert all(seqs_ == sorted(seqs_) and seqs_[-1] >= 36 for seqs_ in served.values())
 
 
+def serve_in_step(p: SchedulingPolicy, cams: tuple[str, ...], periods: int, task: str = "detection") -> dict[str, list[int]]:
+    """Cameras whose frames land in the same order every period, one call a period: the periods
+    each camera was served in."""
+    served = {cam: [] for cam in cams}
+    for period in range(periods):
+        t = period * 0.04
+        for k, cam in enumerate(cams):
+            p.admit(item(task, cam, period, t + k * 0.001), open_frames=0)
+        [d] = p.next_dispatches(t + 0.039)
+        served[d.items[0].stream].append(period)
+        p.done(d.worker.worker_id)
+    return served
+
+
+def test_detection_goes_where_it_is_needed_and_empty_cameras_are_still_looked_at():
+    """One camera with faces moving (need 2), three with nobody in view (0.35): the busy one gets
+    most calls; each empty one is still detected at least every few periods, so a face walking in
+    is found."""
+    p = policy("live", {"detection": 1}, carry=True)
+    p.needs.update({"a": 2.0, "b": 0.35, "c": 0.35, "d": 0.35})
+    served = serve_in_step(p, ("a", "b", "c", "d"), 100)
+    assert len(served["a"]) >= 50
+    for cam in "bcd":
+        assert len(served[cam]) >= 8
+        assert max(b - a for a, b in zip(served[cam], served[cam][1:])) <= 12
+
+
+def test_needs_weigh_only_detection():
+    p = policy("live", {"expression": 1})
+    p.needs.update({"a": 3.0, "b": 0.35})
+    served = serve_in_step(p, ("a", "b"), 40, task="expression")
+    assert (len(served["a"]), len(served["b"])) == (20, 20)
+
+
 def test_a_batch_spans_streams_newest_of_each_first():
     p = policy("live", {"detection": 1}, batch_sizes={"detection": 4})
     for seq in range(3):

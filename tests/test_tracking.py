@@ -441,3 +441,22 @@ def test_a_weak_detection_only_continues_a_track_no_strong_one_took_and_that_it_
     # within the motion gate, but overlapping the track's box too little to be its face
     far = tracker.update(7 / FPS, np.array([box(135, 100)]), np.array([0.3]))
     assert far.track_ids == (UNCONFIRMED,)
+
+
+def test_detection_need_rises_with_speed_and_unsettled_tracks():
+    from core.need import NeedConfig, TrackMotion, detection_need
+
+    idle = detection_need(())
+    steady = detection_need((TrackMotion(0.1, True),))
+    fast = detection_need((TrackMotion(0.1, True), TrackMotion(1.5, True)))
+    entering = detection_need((TrackMotion(1.5, True), TrackMotion(0.0, False)))
+    assert idle < 1 < steady < fast < entering
+    assert detection_need((TrackMotion(9.0, False),), NeedConfig(enabled=False)) == 1.0
+
+
+def test_motions_are_in_face_widths_a_second():
+    tracker = Tracker()
+    for k in range(4):  # a 50 px face moving 5 px a frame at 25 fps: 2.5 widths a second
+        tracker.update(k / 25, np.array([[100 + 5 * k, 100, 150 + 5 * k, 160]], float), np.array([0.9]))
+    [motion] = tracker.motions()
+    assert motion.settled and abs(motion.speed - 2.5) < 0.1
