@@ -1,7 +1,7 @@
 """`FaceFlow`: moves face boxes from one frame to the next by the image's own motion (sparse
 Lucas-Kanade optical flow on corners inside each face), for frames that live mode carries without
 detecting them. A constant-velocity guess drifts off a face that turns, stops or speeds up within
-the few frames between detections; the pixels say where it went, for well under a millisecond a
+the few frames between detections; the pixels say where it went, for about half a millisecond a
 face. Only a face's central part is followed (the box's edges hold background, which stays put),
 each point is checked by flowing it back, and a face whose points disagree or are too few keeps
 the caller's guess."""
@@ -20,7 +20,8 @@ LOOK_PX = 16
 
 @dataclass(frozen=True, slots=True)
 class MotionConfig:
-    # off: carried frames show the tracks' constant-velocity boxes
+    # off: carried frames show the tracks' constant-velocity boxes. On, it applies where the
+    # tracker has the pixels anyway: a run that draws a video or a live view
     flow: bool = True
     # the part of a face box points are taken from, as shares of its width and height
     core_width: float = 0.6
