@@ -281,23 +281,27 @@ class StreamsFigures:
         return (self.processed - self.carried) / max(self.captured, 1)
 
 
-def streams_run(video: str, gt: Path, truth: Path | None, out: Path, streams: int, **changes) -> StreamsFigures:
-    """One pass of `video` on `streams` cameras at its frame rate, live, events only; every stream's
-    tracks scored over every frame (frames it did not annotate are misses). `changes`: config
-    fields set otherwise."""
+def camera_run(sources: tuple[str, ...], out: Path, **changes):
+    """`sources` played once as live cameras at their frame rate, events only (`changes`: config
+    fields set otherwise): the run's result, its events and its capture→annotated p95 in ms."""
     from actors.pipeline import Pipeline
+
+    config = PipelineConfig(sources=sources, mode="live", realtime=True, loop=False, video=False, **changes)
+    result = Pipeline(config, out).run()
+    e2e = result.summary.stages.get("end_to_end")
+    return result, list(read_events(result.events)), e2e.p95_ms if e2e else math.nan
+
+
+def streams_run(video: str, gt: Path, truth: Path | None, out: Path, streams: int) -> StreamsFigures:
+    """One pass of `video` on `streams` cameras at its frame rate, live, events only; every stream's
+    tracks scored over every frame (frames it did not annotate are misses)."""
     from core.sources import stream_name
     from core.trackscore import score_tracks
 
-    config = PipelineConfig(sources=(video,) * streams, mode="live", realtime=True, loop=False, video=False, **changes)
-    pipeline = Pipeline(config, out)
-    pipeline.start()
-    result = pipeline.run()
-    events = list(read_events(result.events))
+    result, events, p95 = camera_run((video,) * streams, out)
     scores = [score_tracks(events, gt, truth, stream=stream_name(video, i)) for i in range(streams)]
     s = result.summary
-    e2e = s.stages.get("end_to_end")
-    return StreamsFigures(streams, s.captured, s.processed, s.carried, e2e.p95_ms if e2e else math.nan,
+    return StreamsFigures(streams, s.captured, s.processed, s.carried, p95,
                           tuple(sc.idf1 for sc in scores), tuple(sc.id_switches for sc in scores),
                           *result.traffic.per_frame(s.captured))
 
@@ -352,7 +356,6 @@ def mixed_run(video: str, gt: Path, truth: Path | None, out: Path, empties: int,
     events only, at its frame rate."""
     import cv2
 
-    from actors.pipeline import Pipeline
     from core.need import NeedConfig
     from core.sources import stream_name
     from core.trackscore import TENTATIVE, load_mot_gt, score_tracks
@@ -360,22 +363,17 @@ def mixed_run(video: str, gt: Path, truth: Path | None, out: Path, empties: int,
     capture = cv2.VideoCapture(video)
     frames, fps = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), capture.get(cv2.CAP_PROP_FPS) or 25.0
     empty = faceless_video(video, frames, out / "empty.mp4")
-    sources = (video, *(empty,) * empties)
-    config = PipelineConfig(sources=sources, mode="live", realtime=True, loop=False, video=False,
-                            need=NeedConfig(enabled=need))
-    result = Pipeline(config, out / ("need" if need else "in-turn")).run()
-    events = list(read_events(result.events))
+    result, events, p95 = camera_run((video, *(empty,) * empties), out / ("need" if need else "in-turn"),
+                                     need=NeedConfig(enabled=need))
     busy = stream_name(video, 0)
     score = score_tracks(events, gt, truth, stream=busy)
     first_truth = min(load_mot_gt(gt)) - 1  # MOT frames count from 1
     confirmed = [e["seq"] for e in events if e["type"] == "frame" and e["stream"] == busy
                  and any(f["track_id"] != TENTATIVE for f in e["faces"])]
     s = result.summary
-    e2e = s.stages.get("end_to_end")
     empty_detected = [s.detected.get(stream_name(empty, i), 0) / frames for i in range(1, empties + 1)]
     return MixedFigures(need, empties, score.idf1, s.detected.get(busy, 0) / frames, float(np.mean(empty_detected)),
-                        (min(confirmed) - first_truth) / fps if confirmed else math.nan,
-                        e2e.p95_ms if e2e else math.nan)
+                        (min(confirmed) - first_truth) / fps if confirmed else math.nan, p95)
 
 
 def format_mixed(runs: list[MixedFigures]) -> str:

@@ -126,9 +126,9 @@ class StreamTracker:
                 ready.append(self._carry(self.next_seq, t, wall, pixels))
             else:
                 ready.append(self._step(self.next_seq, t, found, wall))
-                if pixels is not None and found is not None and self.flow is not None:
-                    self._remember_looks(ready[-1], pixels)
             if pixels is not None and self.flow is not None and (carry or found is not None):
+                if not carry:
+                    self._remember_looks(ready[-1], pixels)
                 self._seen = (pixels, t)
             self.next_seq += 1
         return ready
