@@ -26,9 +26,9 @@ class CaptureReport:
 class CaptureActor:
     def __init__(self, stream: str, source: str, scheduler, realtime: bool, loop: bool = False,
                  duration: float | None = None, window: int | None = None):
-        # OpenCV's own thread pool only splits each frame's colour conversion, against the models
-        # on a small box: its decode and convert took 1.12 ms of CPU a 640x480 frame, 0.72 on one
-        # thread (crossing_faces, 2-core machine, 2026-12-07)
+        # OpenCV's own thread pool works against the models on a small box: decoding and converting
+        # a 640x480 frame took 1.12 ms of CPU with it, 0.72 on one thread (crossing_faces, 2-core
+        # machine, 2026-12-07)
         cv2.setNumThreads(1)
         # lossless: frames offered and not yet let go of, at most (backpressure); live: no limit
         self.stream, self.scheduler, self.window = stream, scheduler, window
