@@ -1,7 +1,9 @@
 """`CaptureActor`: one per stream. Puts each frame into the object store once and offers the
 scheduler a small `FrameRef`; the scheduler answers an offer when it lets go of the frame. In
 lossless mode at most a window of offers is open (backpressure); in live mode the source is read
-at its own pace."""
+at its own pace. A capture that `may_hold` (nobody draws the stream) keeps its frames' pixels
+instead while most of them are carried past the detector (`PixelHolding`), and puts only those
+the scheduler sends to detection (`pixels`): nobody looks at the others' pixels."""
 from __future__ import annotations
 
 import threading
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import ray
 
+from core.holding import PixelHolding
 from core.messages import FrameRef
 from core.sources import open_source
 
@@ -25,7 +28,7 @@ class CaptureReport:
 @ray.remote(num_cpus=0, max_concurrency=2)
 class CaptureActor:
     def __init__(self, stream: str, source: str, scheduler, realtime: bool, loop: bool = False,
-                 duration: float | None = None, window: int | None = None):
+                 duration: float | None = None, window: int | None = None, may_hold: bool = False):
         # OpenCV's own thread pool works against the models on a small box: decoding and converting
         # a 640x480 frame took 1.12 ms of CPU with it, 0.72 on one thread (crossing_faces, 2-core
         # machine, 2026-12-07)
@@ -35,6 +38,10 @@ class CaptureActor:
         self.address, self.loop = source, loop
         self.source = None
         self.realtime, self.duration = realtime, duration
+        self.holding = PixelHolding() if may_hold else None
+        # seq -> pixels of a frame offered without them and not yet let go of, read by `pixels` on
+        # the actor's other thread: single dict operations, atomic under the GIL
+        self._held: dict = {}
         self._stop = threading.Event()
 
     def open(self) -> float:
@@ -43,8 +50,17 @@ class CaptureActor:
         self.source = open_source(self.address, self.loop)
         return self.source.fps
 
+    def pixels(self, seq: int):
+        """A held frame's pixels, returned into the object store for the scheduler, which asks
+        only for frames it has not let go of (their offers are unanswered, so still held)."""
+        image = self._held.get(seq)
+        if image is None:
+            raise LookupError(f"{self.stream}#{seq}: frame no longer held by its capture")
+        return image
+
     def run(self) -> CaptureReport:
         seq, errors, offers = 0, [], []  # offers: admit calls not yet answered
+        offered: dict = {}  # offer -> its frame's seq, for pixels held until it is answered
         start = time.monotonic()
         for item in self.source:
             if self._stop.is_set() or (self.duration and time.monotonic() - start > self.duration):
@@ -58,8 +74,13 @@ class CaptureActor:
             else:
                 now = time.time()
                 t_stream = seq / self.source.fps if self.source.is_file else now
-                frame = FrameRef(self.stream, seq, now, item.image.shape, ray.put(item.image), t_stream)
+                holds = self.holding is not None and self.holding.holding
+                if holds:
+                    self._held[seq] = item.image
+                frame = FrameRef(self.stream, seq, now, item.image.shape, None if holds else ray.put(item.image),
+                                 t_stream)
                 offers.append(self.scheduler.admit.remote(frame))
+                offered[offers[-1]] = seq
                 # the scheduler answers once it lets go of the frame (PriorityScheduler.admit):
                 # lossless waits while the window is full, live only clears away answered offers
                 if self.window is not None and len(offers) >= self.window:
@@ -68,7 +89,11 @@ class CaptureActor:
                     answered, offers = ray.wait(offers, num_returns=len(offers), timeout=0)
                 else:
                     answered = []
-                ray.get(answered)  # a scheduler that failed ends the run here
+                # a scheduler that failed ends the run here
+                for offer, detected in zip(answered, ray.get(answered)):
+                    self._held.pop(offered.pop(offer), None)
+                    if self.holding is not None:
+                        self.holding.answered(detected)
             seq += 1
             if self.realtime and self.source.is_file:
                 # a file played as a camera: frame k is due k/fps seconds after the start

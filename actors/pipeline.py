@@ -125,8 +125,10 @@ class Pipeline:
             stream = stream_name(source, i)
             # one frame more than the stream's window: the next frame waits in the scheduler
             window = cfg.in_flight_limit() + 1 if cfg.mode == "lossless" else None
+            # nobody reads a carried frame's pixels here: the capture may put only those the
+            # detector gets
             capture = named(CaptureActor, f"capture:{i}").remote(stream, source, self.scheduler, realtime,
-                                                                 cfg.loop, cfg.duration, window)
+                                                                 cfg.loop, cfg.duration, window, not looks)
             self.captures.append(capture)
             fps = ray.get(capture.open.remote())
             video = None
@@ -135,7 +137,8 @@ class Pipeline:
                 video = self.videos[stream] = str((folder / "annotated.mp4").resolve())
             self.trackers.append(named(TrackerActor, f"tracker:{i}").remote(
                 stream, self.scheduler, (video, fps), self.event_log, cfg, labels, tasks, self.gallery, self.view))
-            ray.get(self.scheduler.register_stream.remote(stream, self.trackers[-1], looks))
+            ray.get(self.scheduler.register_stream.remote(stream, self.trackers[-1], looks,
+                                                          None if looks else capture))
         ray.get([a.__ray_ready__.remote() for a in (*self.trackers, self.event_log)])
 
     def shutdown(self) -> None:

@@ -12,9 +12,10 @@ import numpy as np
 @dataclass(frozen=True, slots=True)
 class FrameRef:
     """One captured frame. `ref` is a Ray ObjectRef to an HxWx3 RGB uint8 array (None as sent to
-    a tracker that draws nothing); core never imports Ray, so it is typed Any here. `t_capture`
-    is wall-clock (latency); `t_stream` is the stream's own clock: video time for a file,
-    wall-clock for a camera."""
+    a tracker that draws nothing, and as offered by a capture that holds the pixels until they
+    are asked for); core never imports Ray, so it is typed Any here. `t_capture` is wall-clock
+    (latency); `t_stream` is the stream's own clock: video time for a file, wall-clock for a
+    camera."""
 
     stream: str
     seq: int

@@ -54,6 +54,7 @@ class PriorityScheduler:
         self.metrics = PipelineMetrics()
         self.trackers: dict[str, ray.actor.ActorHandle] = {}
         self.blind: set[str] = set()  # streams whose tracker looks at no pixels (see register_stream)
+        self.holders: dict[str, ray.actor.ActorHandle] = {}  # stream -> its capture, where it may hold pixels
         # admitted frames whose handles recognition jobs may still need, until their tracker
         # releases them (or they are dropped), each with the answer its open admit call awaits
         self.frames: dict[tuple[str, int], tuple[FrameRef, asyncio.Future]] = {}
@@ -63,6 +64,7 @@ class PriorityScheduler:
         self.detected: Counter[str] = Counter()
         self.started = time.monotonic()
         self._attempts: dict[tuple[str, int], int] = {}
+        self._sent: set[tuple[str, int]] = set()  # frames sent to detection, until let go of
         self._gauges_at = 0.0
         self._wake: asyncio.TimerHandle | None = None
 
@@ -101,13 +103,17 @@ class PriorityScheduler:
             out.setdefault(worker.task, []).append(tuple(place))
         return out
 
-    def register_stream(self, stream: str, tracker, looks: bool = True) -> None:
+    def register_stream(self, stream: str, tracker, looks: bool = True, holder=None) -> None:
         """`looks`: the stream's tracker uses frames' pixels (it draws a video or a live view, and
         follows faces through carried frames by their motion); if not, it is sent no frame
-        handle, so it neither fetches pixels nor borrows a reference it does not use."""
+        handle, so it neither fetches pixels nor borrows a reference it does not use. `holder`:
+        the stream's capture where it holds its frames' pixels (`CaptureActor.pixels`): its
+        offers come without a handle, and a frame's pixels are asked for as it goes to detection."""
         self.trackers[stream] = tracker
         if not looks:
             self.blind.add(stream)
+        if holder is not None:
+            self.holders[stream] = holder
 
     def _for_tracker(self, frame: FrameRef, call: str) -> FrameRef:
         """The frame as `call` (a tracker method about to be called with it) gets it."""
@@ -124,10 +130,10 @@ class PriorityScheduler:
         is over, or it was dropped. Ray 2.60 keeps an entry in the owner's (the capture's) object
         table for good for every handle a borrower still holds when the call that brought it
         returns (bench/borrow_leak.py): one per frame, for as long as a camera runs. True if the
-        frame was taken, False if it was dropped as stale on arrival."""
+        frame went to detection, False if it was carried or dropped (`PixelHolding` counts them)."""
         key = (frame.stream, frame.seq)
         self.traffic.call("scheduler.admit")
-        self.traffic.puts += 1  # the capture's, of this frame
+        self.traffic.puts += frame.ref is not None  # the capture's, of this frame
         self.ledger.capture(frame.stream, frame.seq)
         self.metrics.frames_in.inc(tags={"stream": frame.stream})
         released = asyncio.get_running_loop().create_future()
@@ -145,8 +151,7 @@ class PriorityScheduler:
             self.carried += 1
             self.trackers[carried.stream].on_carried.remote(self._for_tracker(carried.payload, "on_carried"))
         self._pump()
-        await released
-        return item not in decision.dropped
+        return await released
 
     async def drop_uncaptured(self, stream: str, seq: int, reason: str) -> None:
         self.traffic.call("scheduler.drop_uncaptured")
@@ -156,8 +161,10 @@ class PriorityScheduler:
 
     def _let_go(self, stream: str, seq: int) -> None:
         held = self.frames.pop((stream, seq), None)
+        detected = (stream, seq) in self._sent
+        self._sent.discard((stream, seq))
         if held is not None and not held[1].done():
-            held[1].set_result(None)
+            held[1].set_result(detected)
 
     def _drop(self, item: WorkItem, reason: str) -> None:
         self._let_go(item.stream, item.seq)
@@ -278,8 +285,23 @@ class PriorityScheduler:
             self.pools.restart(worker)
             raise
 
+    def _with_pixels(self, frame: FrameRef) -> FrameRef:
+        """The frame with a handle to its pixels: a holding capture's are asked for now, and the
+        handle is kept with the frame for its recognition jobs. Not awaited: the detector's call
+        waits on it, not this actor."""
+        if frame.ref is not None or frame.stream not in self.holders:
+            return frame
+        self.traffic.call("capture.pixels")
+        self.traffic.puts += 1
+        frame = replace(frame, ref=self.holders[frame.stream].pixels.remote(frame.seq))
+        key = (frame.stream, frame.seq)
+        if key in self.frames:
+            self.frames[key] = (frame, self.frames[key][1])
+        return frame
+
     async def _detect(self, worker: Worker, items: tuple[WorkItem, ...]) -> None:
-        frames: list[FrameRef] = [item.payload for item in items]
+        frames: list[FrameRef] = [self._with_pixels(item.payload) for item in items]
+        self._sent.update((frame.stream, frame.seq) for frame in frames if (frame.stream, frame.seq) in self.frames)
         n = len(frames)
         refs = worker.handle.detect.options(num_returns=1 + n).remote(frames)
         self.traffic.call("detection.detect")

@@ -57,6 +57,7 @@ def run_looked_at(config, out, held: dict):
         held["capture entries"] = _owned_entries(pipeline.captures[0])
         held["tracker store pages"] = _store_pages(pipeline.trackers[0])
         held["scheduler frames"] = ray.get(pipeline.scheduler.__ray_call__.remote(lambda self: len(self.frames)))
+        held["scheduler entries"] = _owned_entries(pipeline.scheduler)
         shutdown()
 
     pipeline.shutdown = look_then_shut_down
@@ -155,6 +156,17 @@ def test_live_counts_add_up_exactly(local_ray, tmp_path):
     assert len(frames) == s.processed and frames == sorted(frames)
 
 
+def on_a_true_face(seq: int, box) -> bool:
+    """The box overlaps a face of crossing_faces' ground truth at frame `seq` by IoU >= 0.5."""
+    if not _TRUTH:
+        for row in np.loadtxt(VIDEO / "crossing_faces.gt.txt", delimiter=",", ndmin=2):
+            _TRUTH.setdefault(int(row[0]) - 1, []).append([row[2], row[3], row[2] + row[4], row[3] + row[5]])
+    return max((iou(box, gt) for gt in _TRUTH.get(seq, [])), default=0.0) >= 0.5
+
+
+_TRUTH: dict[int, list] = {}
+
+
 def test_live_carries_tracked_boxes_over_frames_it_cannot_detect(local_ray, tmp_path):
     """A camera faster than the detector: the frames it cannot take are still shown, with each
     track's predicted box, and those boxes are where the faces are. The sample's frames at 100 fps:
@@ -167,12 +179,29 @@ def test_live_carries_tracked_boxes_over_frames_it_cannot_detect(local_ray, tmp_
     frames = [e for e in read_events(tmp_path / "out" / "events.msgpack") if e["type"] == "frame"]
     predicted = [(e["seq"], f["box"]) for e in frames for f in e["faces"] if f.get("predicted")]
     assert s.carried > 0 and predicted
-    truth = np.loadtxt(VIDEO / "crossing_faces.gt.txt", delimiter=",", ndmin=2)
-    boxes = {}
-    for row in truth:
-        boxes.setdefault(int(row[0]) - 1, []).append([row[2], row[3], row[2] + row[4], row[3] + row[5]])
-    hits = [max((iou(box, gt) for gt in boxes.get(seq, [])), default=0.0) >= 0.5 for seq, box in predicted]
+    hits = [on_a_true_face(seq, box) for seq, box in predicted]
     assert sum(hits) >= 0.8 * len(hits), f"{sum(hits)} of {len(hits)} predicted boxes on a true face"
+
+
+def test_live_without_video_puts_only_the_frames_it_detects(local_ray, tmp_path):
+    """Nobody draws a --no-video stream, so once most of its frames are carried the capture keeps
+    their pixels and puts only those the scheduler sends to detection: the detector still finds
+    the faces where they are, and no frame is lost or left held."""
+    clip = cut_clip(tmp_path / "clip.mp4", 300, fps=100)
+    held = {}
+    result = run_looked_at(PipelineConfig(sources=(clip,), mode="live", realtime=True, video=False),
+                           tmp_path / "out", held)
+    s, traffic = result.summary, result.traffic
+    [detected] = s.detected.values()
+    assert s.captured == 300 and set(s.dropped) <= {"stale"} and s.carried > 100
+    # puts: the frames before the stream was seen to be mostly carried, then one per detection
+    assert 0 < traffic.calls["capture.pixels"] <= detected and traffic.puts < 0.5 * s.captured
+    assert traffic.puts - traffic.calls["capture.pixels"] < 60
+    frames = [e for e in read_events(tmp_path / "out" / "events.msgpack") if e["type"] == "frame"]
+    found = [(e["seq"], f["box"]) for e in frames for f in e["faces"] if not f.get("predicted")]
+    hits = [on_a_true_face(seq, box) for seq, box in found]
+    assert len(found) > 100 and sum(hits) >= 0.9 * len(hits), f"{sum(hits)} of {len(hits)} detected boxes on a true face"
+    assert held["scheduler frames"] == 0 and held["scheduler entries"] < 30 and held["capture entries"] < 30
 
 
 def test_a_truncated_video_counts_every_frame_it_lost(local_ray, tmp_path):
