@@ -285,23 +285,24 @@ class PriorityScheduler:
             self.pools.restart(worker)
             raise
 
-    def _with_pixels(self, frame: FrameRef) -> FrameRef:
-        """The frame with a handle to its pixels: a holding capture's are asked for now, and the
-        handle is kept with the frame for its recognition jobs. Not awaited: the detector's call
-        waits on it, not this actor."""
-        if frame.ref is not None or frame.stream not in self.holders:
-            return frame
-        self.traffic.call("capture.pixels")
-        self.traffic.puts += 1
-        frame = replace(frame, ref=self.holders[frame.stream].pixels.remote(frame.seq))
+    def _to_detection(self, frame: FrameRef) -> FrameRef:
+        """The frame as it goes to detection, noted as sent, with a handle to its pixels: a
+        holding capture's are asked for now, and the handle is kept with the frame for its
+        recognition jobs. Not awaited: the detector's call waits on it, not this actor."""
         key = (frame.stream, frame.seq)
-        if key in self.frames:
-            self.frames[key] = (frame, self.frames[key][1])
+        held = self.frames.get(key)
+        if held is not None:
+            self._sent.add(key)
+        if frame.ref is None and frame.stream in self.holders:
+            self.traffic.call("capture.pixels")
+            self.traffic.puts += 1
+            frame = replace(frame, ref=self.holders[frame.stream].pixels.remote(frame.seq))
+            if held is not None:
+                self.frames[key] = (frame, held[1])
         return frame
 
     async def _detect(self, worker: Worker, items: tuple[WorkItem, ...]) -> None:
-        frames: list[FrameRef] = [self._with_pixels(item.payload) for item in items]
-        self._sent.update((frame.stream, frame.seq) for frame in frames if (frame.stream, frame.seq) in self.frames)
+        frames: list[FrameRef] = [self._to_detection(item.payload) for item in items]
         n = len(frames)
         refs = worker.handle.detect.options(num_returns=1 + n).remote(frames)
         self.traffic.call("detection.detect")

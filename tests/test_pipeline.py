@@ -1,14 +1,15 @@
 """The actor pipeline on a real local Ray (2 CPUs) with the real models and videos."""
+import functools
 import json
 from dataclasses import replace
 
 import cv2
-import numpy as np
 import pytest
 import ray
 
 from core.config import PipelineConfig, PoolSpec
 from core.events import read_events
+from core.trackscore import load_mot_gt
 from tests.conftest import VIDEO, cut_clip, iou
 
 pytestmark = pytest.mark.ray
@@ -156,15 +157,15 @@ def test_live_counts_add_up_exactly(local_ray, tmp_path):
     assert len(frames) == s.processed and frames == sorted(frames)
 
 
+@functools.cache
+def _crossing_truth():
+    return load_mot_gt(VIDEO / "crossing_faces.gt.txt")
+
+
 def on_a_true_face(seq: int, box) -> bool:
-    """The box overlaps a face of crossing_faces' ground truth at frame `seq` by IoU >= 0.5."""
-    if not _TRUTH:
-        for row in np.loadtxt(VIDEO / "crossing_faces.gt.txt", delimiter=",", ndmin=2):
-            _TRUTH.setdefault(int(row[0]) - 1, []).append([row[2], row[3], row[2] + row[4], row[3] + row[5]])
-    return max((iou(box, gt) for gt in _TRUTH.get(seq, [])), default=0.0) >= 0.5
-
-
-_TRUTH: dict[int, list] = {}
+    """The box overlaps a face of crossing_faces' ground truth at frame `seq` by IoU >= 0.5 (MOT
+    frames count from 1)."""
+    return max((iou(box, gt) for _, gt in _crossing_truth().get(seq + 1, [])), default=0.0) >= 0.5
 
 
 def test_live_carries_tracked_boxes_over_frames_it_cannot_detect(local_ray, tmp_path):
