@@ -134,3 +134,16 @@ class Recognised:
         parts = [self.age and self.age.ages, self.age and self.age.posteriors, self.gender and self.gender.probs,
                  self.expression and self.expression.probs, self.embeddings, self.matches or None]
         return all(len(p) == len(self.track_ids) for p in parts if p is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class DoneReport:
+    """A tracker's news for the scheduler: frames it has put out, as (seq, capture time, output
+    time), so latency is the output's, not the report's; `released`, frames whose recognition
+    calls have all returned (no job can name them again); `need`, how much the stream needs its
+    next detection (core/need.py). Sent on its own, or with the tracker's next recognition call."""
+
+    stream: str
+    frames: tuple[tuple[int, float, float], ...]
+    released: tuple[int, ...]
+    need: float = 1.0

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import ray
 
 from core.config import PipelineConfig
-from core.messages import FrameRef, Recognised, RecognitionJob
+from core.messages import DoneReport, FrameRef, Recognised, RecognitionJob
 from core.stats import RayTraffic, StageFigures, StageStats, TrafficCounter
 from schedulers.metrics import PipelineMetrics
 from schedulers.policy import FrameLedger, SchedulingPolicy, WorkItem, Worker
@@ -175,25 +175,24 @@ class PriorityScheduler:
             self.trackers[item.stream].on_dropped.remote(item.seq)
             self._notify()
 
-    def frames_done(self, stream: str, frames: list[tuple[int, float, float]], released: list[int],
-                    need: float = 1.0) -> None:
-        """Frames the tracker has put out, as (seq, capture time, output time): it reports them
-        in small batches, so latency is taken from the output time it noted. `released`: frames
-        whose recognition calls have all returned (sent after them, so no job can come later).
-        `need`: how much the stream needs its next detection (core/need.py)."""
+    def frames_done(self, report: DoneReport) -> None:
+        """A tracker's report when it has no recognition call to send it with (`recognize`)."""
         self.traffic.call("scheduler.frames_done")
-        self.policy.needs[stream] = need
-        for seq in released:
-            self._let_go(stream, seq)
+        self._take_report(report)
+
+    def _take_report(self, report: DoneReport) -> None:
+        self.policy.needs[report.stream] = report.need
+        for seq in report.released:
+            self._let_go(report.stream, seq)
         done = 0
-        for seq, t_capture, t_out in frames:
-            if self.ledger.finish(stream, seq):
+        for seq, t_capture, t_out in report.frames:
+            if self.ledger.finish(report.stream, seq):
                 done += 1
                 latency = t_out - t_capture
                 self.stats.record("end_to_end", time.monotonic(), latency)
                 self.metrics.latency.observe(latency * 1000, tags={"stage": "end_to_end"})
         if done:
-            self.metrics.frames_processed.inc(done, tags={"stream": stream})
+            self.metrics.frames_processed.inc(done, tags={"stream": report.stream})
         self._notify()
 
     async def drain(self, timeout_s: float | None = None) -> int:
@@ -213,10 +212,13 @@ class PriorityScheduler:
         self._pump()
 
     # ---- recognition
-    async def recognize(self, jobs: list[RecognitionJob]) -> list[Recognised | None]:
+    async def recognize(self, jobs: list[RecognitionJob], report: DoneReport | None = None) -> list[Recognised | None]:
         """Run a frame's jobs, each at its task's priority; a job's result is None when it went
-        stale (live) or its actor failed."""
+        stale (live) or its actor failed. `report`: the tracker's news since its last call, which
+        rides here rather than in a `frames_done` call of its own."""
         self.traffic.call("scheduler.recognize")
+        if report is not None:
+            self._take_report(report)
         loop = asyncio.get_running_loop()
         futures = []
         for job in jobs:

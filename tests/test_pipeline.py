@@ -146,6 +146,18 @@ def test_summary_has_every_stage(lossless_run):
     assert result.summary.stages["detection"].count == 300
 
 
+def test_done_reports_ride_on_recognition_calls(lossless_run):
+    """A tracker's report of frames put out goes with its next recognition call where it has one:
+    on the sample, where most frames have faces to recognise, a report of its own is rare (about
+    one frame in three had one when every report was its own call), and still every frame's
+    latency is taken exactly once."""
+    result, _, _ = lossless_run
+    calls = result.traffic.calls
+    assert calls["scheduler.recognize"] > 200
+    assert calls["scheduler.frames_done"] < 30
+    assert result.summary.stages["end_to_end"].count == 300
+
+
 def test_live_counts_add_up_exactly(local_ray, tmp_path):
     config = PipelineConfig(sources=(str(VIDEO / "hamilton_clip.mp4"),), mode="live", max_in_flight=2)
     result = run(config, tmp_path)
