@@ -178,9 +178,9 @@ class PriorityScheduler:
     def frames_done(self, report: DoneReport) -> None:
         """A tracker's report when it has no recognition call to send it with (`recognize`)."""
         self.traffic.call("scheduler.frames_done")
-        self._take_report(report)
+        self._apply_report(report)
 
-    def _take_report(self, report: DoneReport) -> None:
+    def _apply_report(self, report: DoneReport) -> None:
         self.policy.needs[report.stream] = report.need
         for seq in report.released:
             self._let_go(report.stream, seq)
@@ -218,7 +218,7 @@ class PriorityScheduler:
         rides here rather than in a `frames_done` call of its own."""
         self.traffic.call("scheduler.recognize")
         if report is not None:
-            self._take_report(report)
+            self._apply_report(report)
         loop = asyncio.get_running_loop()
         futures = []
         for job in jobs:
