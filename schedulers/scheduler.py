@@ -179,8 +179,11 @@ class PriorityScheduler:
         """A tracker's report when it has no recognition call to send it with (`recognize`)."""
         self.traffic.call("scheduler.frames_done")
         self._apply_report(report)
+        self._pump()
 
     def _apply_report(self, report: DoneReport) -> None:
+        """Takes the report in and wakes the offers waiting for room; the caller pumps, once for
+        whatever else its call brought."""
         self.policy.needs[report.stream] = report.need
         for seq in report.released:
             self._let_go(report.stream, seq)
@@ -193,7 +196,7 @@ class PriorityScheduler:
                 self.metrics.latency.observe(latency * 1000, tags={"stage": "end_to_end"})
         if done:
             self.metrics.frames_processed.inc(done, tags={"stream": report.stream})
-        self._notify()
+        self.changed.set()
 
     async def drain(self, timeout_s: float | None = None) -> int:
         """Wait until every admitted frame has ended; returns the frames still open when
