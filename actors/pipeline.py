@@ -136,7 +136,8 @@ class Pipeline:
                 folder = self.out if len(cfg.sources) == 1 else self.out / stream.replace(":", "-")
                 video = self.videos[stream] = str((folder / "annotated.mp4").resolve())
             self.trackers.append(named(TrackerActor, f"tracker:{i}").remote(
-                stream, self.scheduler, (video, fps), self.event_log, cfg, labels, tasks, self.gallery, self.view))
+                stream, self.scheduler, (video, fps), self.event_log, cfg, labels, tasks, self.gallery, self.view,
+                looks))
             ray.get(self.scheduler.register_stream.remote(stream, self.trackers[-1], looks,
                                                           None if looks else capture))
         ray.get([a.__ray_ready__.remote() for a in (*self.trackers, self.event_log)])

@@ -1,7 +1,9 @@
 """`TrackerActor`: one per stream, a thin async shell around `StreamTracker`. Detections come
 straight from the detector pool, possibly out of order; frames leave in order, drawn into the
 stream's annotated video here (the frame is already in this process's reach), their events go to
-the run's event log in batches, and the scheduler hears which frames are done in small batches."""
+the run's event log in batches. A frame's recognition jobs go from here straight to the pool
+actors (`PoolClient`); the scheduler hears which frames are out in the answers to its calls, or
+in small batches of their own."""
 from __future__ import annotations
 
 import asyncio
@@ -12,9 +14,10 @@ from dataclasses import dataclass, replace
 import cv2
 import ray
 
+from actors.pool_client import PoolClient
 from actors.sinks import EVENT_BATCH, AnnotatedVideo
 from core.config import PipelineConfig
-from core.messages import DoneReport, FaceBoxes, FrameRef, RecognitionJob
+from core.messages import DoneReport, FaceBoxes, FrameRef, PoolRoute, RecognitionJob
 from core.stats import RayTraffic, TrafficCounter
 from core.stream import FrameWork, StreamTracker
 
@@ -23,8 +26,8 @@ log = logging.getLogger("facelive.tracker")
 # frames reported done per scheduler call, and the longest a done frame waits to be reported:
 # at 0.05 s one 25 fps camera sent a report every second frame (one live crossing_faces camera,
 # 5.35 Ray calls a frame, 5.17 at 0.1 s, the same p95). Latency is taken at output, not at report.
-# A report also rides on the tracker's next recognition call, so these bound only frames without
-# one (at 1 camera, frames_done calls fell from 0.33 to 0.07 a frame).
+# A report also rides on the answer to the scheduler's next call here, so these bound only frames
+# put out after the stream's last call.
 DONE_BATCH = 4
 DONE_WAIT_S = 0.1
 
@@ -41,7 +44,7 @@ class TrackerReport:
 @ray.remote(num_cpus=0)
 class TrackerActor:
     def __init__(self, stream: str, scheduler, video: tuple[str | None, float], event_log, config: PipelineConfig,
-                 labels, tasks: tuple[str, ...], gallery=None, view=None):
+                 labels, tasks: tuple[str, ...], gallery=None, view=None, looks: bool = True):
         cv2.setNumThreads(1)  # as in CaptureActor: drawing, encoding and flow a frame at a time
         self.stream, self.scheduler, self.gallery = stream, scheduler, gallery
         self.video, self.event_log, self.view = AnnotatedVideo(*video), event_log, view
@@ -59,12 +62,16 @@ class TrackerActor:
         # seq -> (frame, its pixels): pixels are fetched as the frame arrives, so putting it out
         # later never waits on the object store
         self._frames: dict[int, tuple[FrameRef | None, object]] = {}
+        # `looks`: this tracker uses pixels (it draws, or follows carried faces by their motion);
+        # if not, it never fetches a frame, and only hands frames' handles on to the pools
+        self.looks = looks
+        # seq -> the frame's handle, for its recognition jobs, and the answer its on_detections call
+        # awaits: the call stays open until the frame's jobs are answered (RecognitionJob.frame)
+        self._handles: dict[int, object] = {}
+        self._recognised: dict[int, asyncio.Future] = {}
         self._done: dict[int, tuple[FrameWork, FrameRef | None, object]] = {}
         self._next_out = 0
         self._reported: list[tuple[int, float, float]] = []
-        # frames whose recognition calls have all returned: the scheduler may let go of their
-        # handles (it attaches them to the jobs; see PriorityScheduler.recognize)
-        self._released: list[int] = []
         self._open_calls: dict[int, int] = {}  # seq -> recognition calls not yet answered
         self._report_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -74,22 +81,37 @@ class TrackerActor:
         self._last_t = 0.0
         self.carried = 0
         self.traffic = TrafficCounter()
+        self.pools = PoolClient(config, self.traffic)
 
     # async methods: they run on the actor's event loop, where the recognition tasks live
-    async def on_detections(self, frame: FrameRef, faces: FaceBoxes) -> None:
-        self._add(frame, await self._pixels(frame), faces)
+    async def route(self, routes: tuple[PoolRoute, ...]) -> None:
+        """The recognition actors to send jobs to (the scheduler's, on start and when pools change)."""
+        await self.pools.route(routes)
 
-    async def on_carried(self, frame: FrameRef) -> None:
+    async def on_detections(self, frame: FrameRef, faces: FaceBoxes) -> DoneReport | None:
+        """Answers once the frame's recognition jobs are answered, with the news since the last report."""
+        if self._known(frame.seq) or frame.seq in self._recognised:
+            return None  # a retried detection whose first answer already arrived, or a frame already dropped
+        recognised = self._recognised[frame.seq] = asyncio.get_running_loop().create_future()
+        self._handles[frame.seq] = frame.ref
+        if not self._add(frame, await self._pixels(frame), faces):
+            self._handles.pop(frame.seq, None)
+            self._answered(frame.seq)
+        await recognised
+        return self._take_report()
+
+    async def on_carried(self, frame: FrameRef) -> DoneReport | None:
         self._add(frame, await self._pixels(frame), None, carried=True)
+        return self._take_report()
 
     async def on_dropped(self, seq: int) -> None:
-        if seq < self.core.next_seq or seq in self._frames:
+        if self._known(seq):
             return  # it reached the tracker before the scheduler gave it up
         self._frames[seq] = (None, None)
         self._start(self.core.add(seq, 0.0, None))
 
     async def _pixels(self, frame: FrameRef):
-        if frame.ref is None:  # nothing here draws: the scheduler sent no handle
+        if not self.looks or frame.ref is None:  # nothing here looks, or the capture holds the pixels
             return None
         try:
             return await frame.ref
@@ -97,23 +119,29 @@ class TrackerActor:
             log.error("%s#%d: frame lost from the object store: %r", self.stream, frame.seq, error)
             return None
 
-    def _add(self, frame: FrameRef, image, faces: FaceBoxes | None, carried: bool = False) -> None:
-        if frame.seq < self.core.next_seq or frame.seq in self._frames:
-            return  # a retried detection whose first answer already arrived, or a frame already dropped
-        # the handle is not kept past this call (see PriorityScheduler.admit): the pixels are
+    def _known(self, seq: int) -> bool:
+        return seq < self.core.next_seq or seq in self._frames
+
+    def _add(self, frame: FrameRef, image, faces: FaceBoxes | None, carried: bool = False) -> bool:
+        """False if the frame came already (a retried detection, a frame dropped meanwhile)."""
+        if self._known(frame.seq):
+            return False
+        # the handle is kept only for the frame's jobs (`_handles`): the pixels are
         self._frames[frame.seq] = (replace(frame, ref=None), image)
         self.carried += carried
         self._start(self.core.add(frame.seq, frame.t_stream, faces, frame.t_capture, carried=carried, image=image))
+        return True
 
     def _start(self, ready: list[FrameWork]) -> None:
         for work in ready:
+            handle = self._handles.pop(work.seq, None)
             jobs = [RecognitionJob(self.stream, work.seq, job.task, work.faces.landmarks[list(job.indices)],
-                                   job.track_ids) for job in work.jobs]
+                                   job.track_ids, [handle]) for job in work.jobs]
             now, later = [], []
             for job in jobs:
                 (now if self.blocking is None or job.task in self.blocking else later).append(job)
-            if work.faces is not None and not jobs:
-                self._released.append(work.seq)
+            if not jobs:
+                self._answered(work.seq)
             if now or later:
                 self._open_calls[work.seq] = bool(now) + bool(later)
             if later:
@@ -138,7 +166,7 @@ class TrackerActor:
         """Run `jobs` and fuse their results; then, if this call holds `work`, put it out."""
         seq = jobs[0].seq
         try:
-            for result in await self.scheduler.recognize.remote(jobs, self._take_report()):
+            for result in await self.pools.run(jobs):
                 if result is not None:
                     self.core.fuse(result, t)
             for request in self.core.enrol_requests():
@@ -150,10 +178,15 @@ class TrackerActor:
             self._open_calls[seq] -= 1
             if not self._open_calls[seq]:
                 del self._open_calls[seq]
-                self._released.append(seq)
-                self._report_soon()
+                self._answered(seq)
             if work is not None:
                 self._complete(work)
+
+    def _answered(self, seq: int) -> None:
+        """The frame's jobs are answered (or it had none): its on_detections call may return."""
+        recognised = self._recognised.pop(seq, None)
+        if recognised is not None and not recognised.done():
+            recognised.set_result(None)
 
     def _complete(self, work: FrameWork) -> None:
         frame, image = self._frames.pop(work.seq)
@@ -173,7 +206,7 @@ class TrackerActor:
     def _report_soon(self) -> None:
         if len(self._reported) >= DONE_BATCH:
             self._report()
-        elif (self._reported or self._released) and self._report_timer is None:
+        elif (self._reported or self.pools.calls) and self._report_timer is None:
             self._report_timer = asyncio.get_running_loop().call_later(DONE_WAIT_S, self._report)
 
     def _show(self, frame: FrameRef, image, output) -> None:
@@ -217,10 +250,11 @@ class TrackerActor:
         if self._report_timer is not None:
             self._report_timer.cancel()
             self._report_timer = None
-        if not (self._reported or self._released):
+        if not (self._reported or self.pools.calls):
             return None
-        report = DoneReport(self.stream, tuple(self._reported), tuple(self._released), self.core.detection_need())
-        self._reported, self._released = [], []
+        report = DoneReport(self.stream, tuple(self._reported), self.core.detection_need(), self.pools.take_calls(),
+                            self.pools.load())
+        self._reported = []
         return report
 
     async def finish(self) -> TrackerReport:

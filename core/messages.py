@@ -104,9 +104,10 @@ class RecognitionJob:
     store already, while chips cut once for every model were a put and two fetches more a frame,
     paid even for the frames (most of them, under the budget) that ask for no recognition.
 
-    The scheduler attaches the frame's handle (`frame`) from the one it admitted: a tracker that
-    handed on a handle it had borrowed and kept would leave an entry in its reference table for
-    every frame (Ray 2.60, as bench/borrow_leak.py shows for owners)."""
+    The tracker attaches the frame's handle (`frame`) from the on_detections call that brought it,
+    and that call stays open until the frame's jobs are answered: a borrower that kept a handle past
+    the call would leave an entry in the owner's reference table for every frame (Ray 2.60,
+    bench/borrow_leak.py)."""
 
     stream: str
     seq: int
@@ -137,13 +138,33 @@ class Recognised:
 
 
 @dataclass(frozen=True, slots=True)
+class PoolCall:
+    """One recognition call a tracker made: its task, how long it took and how many jobs it carried."""
+
+    task: str
+    seconds: float
+    jobs: int
+
+
+@dataclass(frozen=True, slots=True)
 class DoneReport:
     """A tracker's news for the scheduler: frames it has put out, as (seq, capture time, output
-    time), so latency is the output's, not the report's; `released`, frames whose recognition
-    calls have all returned (no job can name them again); `need`, how much the stream needs its
-    next detection (core/need.py). Sent on its own, or with the tracker's next recognition call."""
+    time), so latency is the output's, not the report's; `need`, how much the stream needs its next
+    detection (core/need.py); the recognition calls it made, and (task, jobs waiting, calls in
+    flight) of each task, for the run's stage figures and gauges. It rides on the answer to the
+    scheduler's next on_detections or on_carried call, or is sent on its own (`frames_done`)."""
 
     stream: str
     frames: tuple[tuple[int, float, float], ...]
-    released: tuple[int, ...]
-    need: float = 1.0
+    need: float
+    calls: tuple[PoolCall, ...] = ()
+    load: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRoute:
+    """A recognition pool actor a tracker may send jobs to."""
+
+    worker_id: str
+    task: str
+    handle: Any

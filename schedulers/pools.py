@@ -89,7 +89,13 @@ class PoolManager:
 
     def retire(self, worker: Worker) -> None:
         worker.retired = True
-        if not worker.busy:
+        # a recognition actor's calls come from the trackers: it stops once they are routed away
+        # from it and their calls to it are answered (release_retired)
+        if worker.task == "detection" and not worker.busy:
+            self.release(worker)
+
+    def release_retired(self) -> None:
+        for worker in [w for w in self.policy.workers.values() if w.retired and w.task != "detection"]:
             self.release(worker)
 
     def release(self, worker: Worker) -> None:

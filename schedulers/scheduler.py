@@ -1,7 +1,9 @@
 """`PriorityScheduler`: the async actor that applies `SchedulingPolicy`. It admits frames, sends
-detection and recognition work to free pool actors by priority, and keeps the ledger where every
-frame ends exactly once. Pool actors come from `PoolManager`; results go where they are used:
-detections straight from the detector to the stream's tracker, never through here."""
+them to free detection actors by need and priority, routes each tracker to the recognition pools,
+and keeps the ledger where every frame ends exactly once. Pool actors come from `PoolManager`;
+results go where they are used: detections straight from the detector to the stream's tracker,
+recognition jobs from the tracker straight to the pools (actors/pool_client.py), never through
+here."""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import ray
 
 from core.config import PipelineConfig
-from core.messages import DoneReport, FrameRef, Recognised, RecognitionJob
+from core.messages import DoneReport, FrameRef, PoolRoute
 from core.stats import RayTraffic, StageFigures, StageStats, TrafficCounter
 from schedulers.metrics import PipelineMetrics
 from schedulers.policy import FrameLedger, SchedulingPolicy, WorkItem, Worker
@@ -41,12 +43,12 @@ class RunSummary:
 class PriorityScheduler:
     def __init__(self, config: PipelineConfig, factory: ActorFactory):
         self.config = config
-        # identity actors check their gallery replica once per batch
-        self.gallery_synced = bool(config.gallery or config.enrol_unknown)
-        specs = config.all_pools()
-        self.policy = SchedulingPolicy({s.task: s.priority for s in specs}, config.mode, config.in_flight_limit(),
-                                        {s.task: s.batch_size for s in specs}, carry=config.carry,
-                                        batch_waits={s.task: s.batch_wait_s for s in specs})
+        # detection only: the trackers queue their own recognition jobs (PoolClient); the workers
+        # of every pool are registered here all the same, the registry PoolManager keeps
+        detection = next(s for s in config.all_pools() if s.task == "detection")
+        self.policy = SchedulingPolicy({"detection": detection.priority}, config.mode, config.in_flight_limit(),
+                                        {"detection": detection.batch_size}, carry=config.carry,
+                                        batch_waits={"detection": detection.batch_wait_s})
         self.pools = PoolManager(config, self.policy, factory)
         self.ledger = FrameLedger()
         self.stats = StageStats()
@@ -55,13 +57,15 @@ class PriorityScheduler:
         self.trackers: dict[str, ray.actor.ActorHandle] = {}
         self.blind: set[str] = set()  # streams whose tracker looks at no pixels (see register_stream)
         self.holders: dict[str, ray.actor.ActorHandle] = {}  # stream -> its capture, where it may hold pixels
-        # admitted frames whose handles recognition jobs may still need, until their tracker
-        # releases them (or they are dropped), each with the answer its open admit call awaits
+        # admitted frames, until their tracker answers that no job names them any more (or they
+        # are dropped), each with the answer its open admit call awaits
         self.frames: dict[tuple[str, int], tuple[FrameRef, asyncio.Future]] = {}
         self.changed = asyncio.Event()
         self.faces = 0
         self.carried = 0
         self.detected: Counter[str] = Counter()
+        self.load: dict[str, tuple[tuple[str, int, int], ...]] = {}  # stream -> its recognition load
+        self._tracked_calls: set[asyncio.Task] = set()  # on_detections / on_carried answers awaited
         self.started = time.monotonic()
         self._attempts: dict[tuple[str, int], int] = {}
         self._sent: set[tuple[str, int]] = set()  # frames sent to detection, until let go of
@@ -75,6 +79,7 @@ class PriorityScheduler:
 
     async def resize_pool(self, task: str, count: int) -> dict[str, int]:
         await self.pools.resize(task, count, 300.0)
+        await self._route()
         self._pump()
         return self.pool_sizes()
 
@@ -85,6 +90,7 @@ class PriorityScheduler:
             self.config = replace(self.config, detector_threshold=detector_threshold)
             self.pools.config = self.config
         await self.pools.swap(task, model, 300.0)
+        await self._route()
         self._pump()
         return self.pool_sizes()
 
@@ -103,31 +109,64 @@ class PriorityScheduler:
             out.setdefault(worker.task, []).append(tuple(place))
         return out
 
-    def register_stream(self, stream: str, tracker, looks: bool = True, holder=None) -> None:
+    async def register_stream(self, stream: str, tracker, looks: bool = True, holder=None) -> None:
         """`looks`: the stream's tracker uses frames' pixels (it draws a video or a live view, and
-        follows faces through carried frames by their motion); if not, it is sent no frame
-        handle, so it neither fetches pixels nor borrows a reference it does not use. `holder`:
-        the stream's capture where it holds its frames' pixels (`CaptureActor.pixels`): its
-        offers come without a handle, and a frame's pixels are asked for as it goes to detection."""
+        follows faces through carried frames by their motion); if not, it only hands detected
+        frames' handles on to the pools, and is sent none for carried frames. `holder`: the
+        stream's capture where it holds its frames' pixels (`CaptureActor.pixels`): its offers
+        come without a handle, and a frame's pixels are asked for as it goes to detection."""
         self.trackers[stream] = tracker
         if not looks:
             self.blind.add(stream)
         if holder is not None:
             self.holders[stream] = holder
+        self.traffic.call("tracker.route")
+        await tracker.route.remote(self._routes())
+
+    def _routes(self) -> tuple[PoolRoute, ...]:
+        return tuple(PoolRoute(w.worker_id, w.task, w.handle) for w in self.policy.workers.values()
+                     if w.task != "detection" and not w.retired)
+
+    async def _route(self) -> None:
+        """Every tracker sends its jobs to the recognition actors there are now; retired ones stop
+        once no tracker's call to them is in flight."""
+        routes = self._routes()
+        self.traffic.calls["tracker.route"] += len(self.trackers)
+        await asyncio.gather(*[tracker.route.remote(routes) for tracker in self.trackers.values()])
+        self.pools.release_retired()
 
     def _for_tracker(self, frame: FrameRef, call: str) -> FrameRef:
-        """The frame as `call` (a tracker method about to be called with it) gets it."""
+        """The frame as `call` (a tracker method about to be called with it) gets it, and the
+        answer, the tracker's news, taken in when it comes."""
         self.traffic.call(f"tracker.{call}")
-        if frame.stream in self.blind:
+        if frame.stream not in self.blind:
+            self.traffic.fetch("tracker")
+        elif call == "on_carried":
             return replace(frame, ref=None)
-        self.traffic.fetch("tracker")
         return frame
+
+    def _track(self, frame: FrameRef, answer) -> None:
+        """Await a tracker's answer to on_detections or on_carried: the frame's jobs are over (no
+        job names its handle any more), and the answer brings the tracker's report."""
+        task = asyncio.get_running_loop().create_task(self._tracked(frame.stream, frame.seq, answer))
+        self._tracked_calls.add(task)
+        task.add_done_callback(self._tracked_calls.discard)
+
+    async def _tracked(self, stream: str, seq: int, answer) -> None:
+        try:
+            report = await answer
+        except Exception:  # noqa: BLE001 - its detection failed: _detect retries or drops the frame
+            return
+        self._let_go(stream, seq)
+        if report is not None:
+            self._apply_report(report)
+        self._pump()
 
     # ---- frames
     async def admit(self, frame: FrameRef) -> bool:
         """Queue the frame (lossless: once the stream has room, which is the capture's
-        backpressure), and answer when this actor lets go of its handle: the frame's recognition
-        is over, or it was dropped. Ray 2.60 keeps an entry in the owner's (the capture's) object
+        backpressure), and answer when this actor lets go of its handle: the tracker answered
+        that the frame's recognition is over, or it was dropped. Ray 2.60 keeps an entry in the owner's (the capture's) object
         table for good for every handle a borrower still holds when the call that brought it
         returns (bench/borrow_leak.py): one per frame, for as long as a camera runs. True if the
         frame went to detection, False if it was carried or dropped (`PixelHolding` counts them)."""
@@ -149,7 +188,8 @@ class PriorityScheduler:
             self._drop(stale, "stale")
         for carried in decision.carried:
             self.carried += 1
-            self.trackers[carried.stream].on_carried.remote(self._for_tracker(carried.payload, "on_carried"))
+            frame = self._for_tracker(carried.payload, "on_carried")
+            self._track(frame, self.trackers[carried.stream].on_carried.remote(frame))
         self._pump()
         return await released
 
@@ -185,8 +225,6 @@ class PriorityScheduler:
         """Takes the report in and wakes the offers waiting for room; the caller pumps, once for
         whatever else its call brought."""
         self.policy.needs[report.stream] = report.need
-        for seq in report.released:
-            self._let_go(report.stream, seq)
         done = 0
         for seq, t_capture, t_out in report.frames:
             if self.ledger.finish(report.stream, seq):
@@ -196,6 +234,11 @@ class PriorityScheduler:
                 self.metrics.latency.observe(latency * 1000, tags={"stage": "end_to_end"})
         if done:
             self.metrics.frames_processed.inc(done, tags={"stream": report.stream})
+        for call in report.calls:
+            self.stats.record(call.task, time.monotonic(), call.seconds, call.jobs)
+            self.metrics.latency.observe(call.seconds * 1000, tags={"stage": call.task})
+        if report.load:
+            self.load[report.stream] = report.load
         self.changed.set()
 
     async def drain(self, timeout_s: float | None = None) -> int:
@@ -214,37 +257,11 @@ class PriorityScheduler:
         self.changed.set()
         self._pump()
 
-    # ---- recognition
-    async def recognize(self, jobs: list[RecognitionJob], report: DoneReport | None = None) -> list[Recognised | None]:
-        """Run a frame's jobs, each at its task's priority; a job's result is None when it went
-        stale (live) or its actor failed. `report`: the tracker's news since its last call, which
-        rides here rather than in a `frames_done` call of its own."""
-        self.traffic.call("scheduler.recognize")
-        if report is not None:
-            self._apply_report(report)
-        loop = asyncio.get_running_loop()
-        futures = []
-        for job in jobs:
-            futures.append(loop.create_future())
-            held = self.frames.get((job.stream, job.seq))
-            # a pool resized to 0 (nobody would ever answer), or a frame no longer held
-            if not self.pools.workers(job.task) or held is None:
-                futures[-1].set_result(None)
-                continue
-            job = replace(job, frame=[held[0].ref])
-            self.policy.push(WorkItem(job.task, job.stream, job.seq, time.monotonic(), (job, futures[-1])))
-        self._pump()
-        return list(await asyncio.gather(*futures))
-
     # ---- dispatch
     def _pump(self) -> None:
         now = time.monotonic()
-        for task in self.policy.queues:
-            for item in self.policy.expire(now, self.config.max_age_s, task):
-                if task == "detection":
-                    self._drop(item, "stale")
-                else:
-                    item.payload[1].set_result(None)
+        for item in self.policy.expire(now, self.config.max_age_s, "detection"):
+            self._drop(item, "stale")
         for dispatch in self.policy.next_dispatches(now):
             asyncio.create_task(self._execute(dispatch))
         wake = self.policy.next_wake(now)
@@ -255,9 +272,15 @@ class PriorityScheduler:
             self._wake = asyncio.get_running_loop().call_later(wake, self._woken)
         if now - self._gauges_at > 1.0:  # gauges are read every few seconds: no need to set them per event
             self._gauges_at = now
-            for task in self.policy.queues:
-                self.metrics.queue_depth.set(self.policy.queue_depth(task), tags={"task": task})
-                self.metrics.busy.set(self.policy.busy(task), tags={"task": task})
+            depth = Counter({"detection": self.policy.queue_depth("detection")})
+            busy = Counter({"detection": self.policy.busy("detection")})
+            for load in self.load.values():  # the trackers' recognition queues, as last reported
+                for task, waiting, in_flight in load:
+                    depth[task] += waiting
+                    busy[task] += in_flight
+            for task in depth:
+                self.metrics.queue_depth.set(depth[task], tags={"task": task})
+                self.metrics.busy.set(busy[task], tags={"task": task})
 
     def _woken(self) -> None:
         self._wake = None
@@ -267,10 +290,7 @@ class PriorityScheduler:
         worker = dispatch.worker
         started = time.monotonic()
         try:
-            if worker.task == "detection":
-                await self._detect(worker, dispatch.items)
-            else:
-                await self._recognise(worker, dispatch.items)
+            await self._detect(worker, dispatch.items)
             elapsed = time.monotonic() - started
             self.stats.record(worker.task, time.monotonic(), elapsed, len(dispatch.items))
             self.metrics.latency.observe(elapsed * 1000, tags={"stage": worker.task})
@@ -292,8 +312,8 @@ class PriorityScheduler:
 
     def _to_detection(self, frame: FrameRef) -> FrameRef:
         """The frame as it goes to detection, noted as sent, with a handle to its pixels: a
-        holding capture's are asked for now, and the handle is kept with the frame for its
-        recognition jobs. Not awaited: the detector's call waits on it, not this actor."""
+        holding capture's are asked for now, and the handle is kept with the frame until it is
+        let go of. Not awaited: the detector's call waits on it, not this actor."""
         key = (frame.stream, frame.seq)
         held = self.frames.get(key)
         if held is not None:
@@ -317,7 +337,8 @@ class PriorityScheduler:
         # before the call: a ref the tracker kept past the call would leave an entry in this
         # actor's object table for good (Ray 2.60, bench/borrow_leak.py)
         for i, frame in enumerate(frames):
-            self.trackers[frame.stream].on_detections.remote(self._for_tracker(frame, "on_detections"), refs[1 + i])
+            self._track(frame, self.trackers[frame.stream].on_detections.remote(
+                self._for_tracker(frame, "on_detections"), refs[1 + i]))
         try:
             counts = await self._call(worker, refs[0])
         except Exception as error:  # noqa: BLE001 - any failure of the call ends the same way
@@ -345,25 +366,6 @@ class PriorityScheduler:
         else:
             self._attempts.pop(key, None)
             self._drop(item, reason)
-
-    async def _recognise(self, worker: Worker, items) -> None:
-        jobs = [item.payload[0] for item in items]
-        self.traffic.call(f"{worker.task}.run")
-        self.traffic.fetch(worker.task, len(jobs))  # each job's frame, to cut its chips from
-        if worker.task == "identity" and self.gallery_synced:
-            self.traffic.call("gallery.version")  # the replica's check (IdentityActor._sync)
-        try:
-            results = await self._call(worker, worker.handle.run.remote(jobs))
-        except Exception as error:  # noqa: BLE001 - a failed batch gives no results, whatever the cause
-            log.warning("%s failed on %d job(s): %s", worker.worker_id, len(jobs),
-                        str(error).splitlines()[0] if str(error) else type(error).__name__)
-            results = [None] * len(jobs)
-        if len(results) != len(jobs):
-            log.warning("%s answered %d results for %d jobs; discarding them", worker.worker_id, len(results), len(jobs))
-            results = [None] * len(jobs)
-        for item, result in zip(items, results):
-            if not item.payload[1].done():
-                item.payload[1].set_result(result)
 
     def shutdown(self) -> None:
         """Stop every pool actor: a finished run gives its CPUs back to the cluster."""

@@ -129,9 +129,18 @@ def test_without_video_the_events_are_the_same_and_no_tracker_fetches_a_frame(lo
     assert (result.traffic.fetches.get("tracker", 0), drawn.traffic.fetches["tracker"]) == (0, 300)
     assert result.traffic.fetches["detection"] == result.traffic.calls["scheduler.admit"] == 40
 
+    capture = cv2.VideoCapture(clip)
+    width, height = capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
+    capture.release()
+
+    def inside(box) -> bool:
+        # a face cut by the frame's edge scores near the detector's threshold, so the clip's
+        # re-encoding may tip it either way (int8 kernels differ between CPUs, too)
+        return box[0] > 2 and box[1] > 2 and box[2] < width - 2 and box[3] < height - 2
+
     def boxes(out, first):
-        return {e["seq"] - first: sorted(f["box"] for f in e["faces"]) for e in read_events(out / "events.msgpack")
-                if e["type"] == "frame" and first <= e["seq"] < first + 40}
+        return {e["seq"] - first: sorted(f["box"] for f in e["faces"] if inside(f["box"]))
+                for e in read_events(out / "events.msgpack") if e["type"] == "frame" and first <= e["seq"] < first + 40}
 
     mine, theirs = boxes(tmp_path / "out", 0), boxes(drawn_out, START)
     assert sum(len(b) for b in mine.values()) > 60
@@ -146,16 +155,19 @@ def test_summary_has_every_stage(lossless_run):
     assert result.summary.stages["detection"].count == 300
 
 
-def test_done_reports_ride_on_recognition_calls(lossless_run):
-    """A tracker's report of frames put out goes with its next recognition call where it has one:
-    on the sample, where most frames have faces to recognise, a report of its own is rare (about
-    one frame in three had one when every report was its own call), and still every frame's
-    latency is taken exactly once."""
+def test_trackers_call_the_pools_and_reports_ride_on_the_answers(lossless_run):
+    """Recognition jobs go from the tracker straight to the pool actors, not through the
+    scheduler, whose figures still count every call; a tracker's report of frames put out rides on
+    its answer to the scheduler's next call, so a report of its own is rare (about one frame in
+    three had one when every report was its own call), and every frame's latency is taken once."""
     result, _, _ = lossless_run
-    calls = result.traffic.calls
-    assert calls["scheduler.recognize"] > 200
-    assert calls["scheduler.frames_done"] < 30
-    assert result.summary.stages["end_to_end"].count == 300
+    calls, stages = result.traffic.calls, result.summary.stages
+    assert "scheduler.recognize" not in calls
+    runs = {task: calls.get(f"{task}.run", 0) for task in ("expression", "age_gender", "identity")}
+    assert sum(runs.values()) > 200 and all(runs.values()), runs
+    assert all(stages[task].count >= runs[task] for task in runs)
+    assert calls.get("scheduler.frames_done", 0) < 30
+    assert stages["end_to_end"].count == 300
 
 
 def test_live_counts_add_up_exactly(local_ray, tmp_path):
@@ -259,7 +271,7 @@ def test_demo_cli_writes_summary(local_ray, tmp_path):
     assert main(["--source", str(clip), "--out", str(tmp_path / "out"), "--pool", "identity=1:num_cpus=0.25"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["frames"] == {"captured": 20, "processed": 20, "dropped": {}, "carried": 0}
-    assert summary["devices"]["detection"] == {"centerface-int8": "cpu", "dlib-5pt": "cpu"}
+    assert summary["devices"]["detection"] == {PipelineConfig().detector_model: "cpu", "dlib-5pt": "cpu"}
     assert set(summary["stages"]["detection"]) == {"fps", "latency_ms"}
     ray = summary["ray_per_frame"]
     # lossless on a CPU: each frame offered, detected alone and handed to the tracker, which
