@@ -7,6 +7,7 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 from core.fusion import FusionConfig
+from core.hardware import has_int8_dot_products
 from core.motion import MotionConfig
 from core.need import NeedConfig
 from core.tracking import TrackerConfig
@@ -17,6 +18,10 @@ TASKS = ("detection", "expression", "age_gender", "identity")
 DEFAULT_PRIORITY = {"detection": 40, "expression": 30, "age_gender": 20, "identity": 10}
 # the tasks whose default models have a GPU build (expression runs on LiteRT, identity on dlib: CPU)
 GPU_TASKS = ("detection", "age_gender")
+
+
+def default_detector_model() -> str:
+    return "centerface-int8" if has_int8_dot_products() else "centerface"
 
 
 class ConfigError(ValueError):
@@ -73,9 +78,11 @@ class PipelineConfig:
     # 480: recall 0.971 against 0.961 at 640 on crossing_faces, at 0.58 of the time (BENCHMARKS.md)
     detector_max_side: int = 480
     detector_threshold: float = 0.5
-    # the detection pool's model unless a pool names one: int8 keeps 0.994 of fp32's faces at 480 at
-    # 0.63 of the time (tests/test_model_speed.py); batch tools keep fp32 at 640, where int8 keeps 0.986
-    detector_model: str = "centerface-int8"
+    # the detection pool's model unless a pool names one (chosen on the machine that starts the
+    # run): on a CPU with VNNI, int8 keeps 0.994 of fp32's faces at 480 at 0.63 of the time; without,
+    # 0.977 at 0.86 of it, so fp32 (tests/test_model_speed.py, core/hardware.py). Batch tools keep
+    # fp32 at 640, where int8 keeps 0.986
+    detector_model: str = field(default_factory=default_detector_model)
     pools: tuple[PoolSpec, ...] = ()
     tracker: TrackerConfig = TrackerConfig()
     motion: MotionConfig = MotionConfig()

@@ -99,5 +99,8 @@ def test_the_setup_hook_mutes_tensorflows_import_only(hook, shown):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert ("oneDNN custom operations" in run.stderr) == shown
+    # what TensorFlow says at import depends on the CPU: oneDNN's notice where it runs oneDNN's
+    # kernels, the CPU feature guard's where it could use more instructions than it was built for
+    said = any(notice in run.stderr for notice in ("oneDNN custom operations", "cpu_feature_guard"))
+    assert said == shown, run.stderr
     assert "after import" in run.stderr  # what comes after the import still reaches stderr

@@ -52,7 +52,7 @@ def test_cpu_pools_report_where_each_model_runs(ray_with_a_gpu, tmp_path):
         devices = ray_with_a_gpu.get(pipeline.scheduler.summary.remote()).devices
     finally:
         pipeline.shutdown()
-    assert devices == {"detection": {"centerface-int8": "cpu", "dlib-5pt": "cpu"},
+    assert devices == {"detection": {PipelineConfig().detector_model: "cpu", "dlib-5pt": "cpu"},
                        "expression": {"fer-mini-xception-tflite": "cpu"},
                        "age_gender": {"cydral-age-v1": "cpu", "cydral-gender-v1": "cpu"},
                        "identity": {"dlib-resnet-v1-onnx": "cpu"}}

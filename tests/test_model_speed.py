@@ -78,7 +78,9 @@ def test_int8_detector_keeps_fp32_faces_on_the_shared_media_and_is_default_only_
         total += len(reference)
     assert total > 450
     ratio = kept / total
-    assert ratio >= 0.99  # measured 0.994 (2026-11-27): the faces lost score 0.50-0.53 in fp32
+    # measured 0.994 on a CPU with VNNI (2026-11-27; the faces lost score 0.50-0.53 in fp32), 0.977
+    # on one with AVX2 alone (2026-12-07): int8 is the default only where the CPU keeps 0.99
+    assert ratio >= 0.97
     assert (PipelineConfig().detector_model == "centerface-int8") == (ratio >= 0.99)
 
 
