@@ -14,6 +14,7 @@ from core.config import PipelineConfig
 from core.messages import PoolCall, PoolRoute, Recognised, RecognitionJob
 from core.stats import TrafficCounter
 from schedulers.policy import Dispatch, SchedulingPolicy, WorkItem, Worker
+from schedulers.wake import WakeTimer
 
 log = logging.getLogger("facelive.pools")
 
@@ -30,7 +31,7 @@ class PoolClient:
         self.traffic = traffic
         self.calls: list[PoolCall] = []  # made since the last report
         self._in_flight: dict[str, set[asyncio.Task]] = {}  # worker id -> its calls from here
-        self._wake: asyncio.TimerHandle | None = None
+        self._wake = WakeTimer(self._pump)
 
     async def route(self, routes: tuple[PoolRoute, ...]) -> None:
         """Send jobs to these actors from now on; returns once no call to an actor left out is in
@@ -77,14 +78,7 @@ class PoolClient:
             call = asyncio.get_running_loop().create_task(self._execute(dispatch))
             self._in_flight.setdefault(dispatch.worker.worker_id, set()).add(call)
             call.add_done_callback(self._in_flight[dispatch.worker.worker_id].discard)
-        wake = self.policy.next_wake(now)
-        if wake is not None and self._wake is None:
-            # a batch held back for more jobs goes out when its wait is over, if nothing comes
-            self._wake = asyncio.get_running_loop().call_later(wake, self._woken)
-
-    def _woken(self) -> None:
-        self._wake = None
-        self._pump()
+        self._wake.within(self.policy.next_wake(now))
 
     async def _execute(self, dispatch: Dispatch) -> None:
         worker, items = dispatch.worker, dispatch.items

@@ -20,6 +20,7 @@ from core.stats import RayTraffic, StageFigures, StageStats, TrafficCounter
 from schedulers.metrics import PipelineMetrics
 from schedulers.policy import FrameLedger, SchedulingPolicy, WorkItem, Worker
 from schedulers.pools import ActorFactory, PoolManager
+from schedulers.wake import WakeTimer
 
 log = logging.getLogger("facelive.scheduler")
 
@@ -70,7 +71,7 @@ class PriorityScheduler:
         self._attempts: dict[tuple[str, int], int] = {}
         self._sent: set[tuple[str, int]] = set()  # frames sent to detection, until let go of
         self._gauges_at = 0.0
-        self._wake: asyncio.TimerHandle | None = None
+        self._wake = WakeTimer(self._pump)
 
     # ---- pools
     async def start_pools(self, timeout_s: float = 300.0) -> dict[str, int]:
@@ -264,12 +265,7 @@ class PriorityScheduler:
             self._drop(item, "stale")
         for dispatch in self.policy.next_dispatches(now):
             asyncio.create_task(self._execute(dispatch))
-        wake = self.policy.next_wake(now)
-        if wake is not None and (self._wake is None or self._wake.when() > asyncio.get_running_loop().time() + wake):
-            # a batch held back for more items goes out when its wait is over, if nothing comes
-            if self._wake is not None:
-                self._wake.cancel()
-            self._wake = asyncio.get_running_loop().call_later(wake, self._woken)
+        self._wake.within(self.policy.next_wake(now))
         if now - self._gauges_at > 1.0:  # gauges are read every few seconds: no need to set them per event
             self._gauges_at = now
             depth = Counter({"detection": self.policy.queue_depth("detection")})
@@ -281,10 +277,6 @@ class PriorityScheduler:
             for task in depth:
                 self.metrics.queue_depth.set(depth[task], tags={"task": task})
                 self.metrics.busy.set(busy[task], tags={"task": task})
-
-    def _woken(self) -> None:
-        self._wake = None
-        self._pump()
 
     async def _execute(self, dispatch) -> None:
         worker = dispatch.worker
