@@ -16,5 +16,6 @@ class PipelineMetrics:
         self.latency = Histogram("facelive_stage_latency_ms", "latency per stage in ms", LATENCY_BOUNDARIES_MS,
                                  tag_keys=("stage",))
         self.queue_depth = Gauge("facelive_queue_depth", "work waiting per task", tag_keys=("task",))
-        self.busy = Gauge("facelive_busy_actors", "calls in flight per task (recognition: summed over the trackers)", tag_keys=("task",))
+        self.busy = Gauge("facelive_busy_actors", "calls in flight per task (recognition: summed over the trackers)",
+                          tag_keys=("task",))
         self.actors = Gauge("facelive_pool_actors", "actors per task", tag_keys=("task",))

@@ -125,8 +125,8 @@ class PriorityScheduler:
         await tracker.route.remote(self._routes())
 
     def _routes(self) -> tuple[PoolRoute, ...]:
-        return tuple(PoolRoute(w.worker_id, w.task, w.handle) for w in self.policy.workers.values()
-                     if w.task != "detection" and not w.retired)
+        return tuple(PoolRoute(w.worker_id, w.task, w.handle) for task in self.pools.specs if task != "detection"
+                     for w in self.pools.workers(task))
 
     async def _route(self) -> None:
         """Every tracker sends its jobs to the recognition actors there are now; retired ones stop
@@ -137,8 +137,7 @@ class PriorityScheduler:
         self.pools.release_retired()
 
     def _for_tracker(self, frame: FrameRef, call: str) -> FrameRef:
-        """The frame as `call` (a tracker method about to be called with it) gets it, and the
-        answer, the tracker's news, taken in when it comes."""
+        """The frame as `call` (a tracker method about to be called with it) gets it."""
         self.traffic.call(f"tracker.{call}")
         if frame.stream not in self.blind:
             self.traffic.fetch("tracker")
@@ -167,10 +166,11 @@ class PriorityScheduler:
     async def admit(self, frame: FrameRef) -> bool:
         """Queue the frame (lossless: once the stream has room, which is the capture's
         backpressure), and answer when this actor lets go of its handle: the tracker answered
-        that the frame's recognition is over, or it was dropped. Ray 2.60 keeps an entry in the owner's (the capture's) object
-        table for good for every handle a borrower still holds when the call that brought it
-        returns (bench/borrow_leak.py): one per frame, for as long as a camera runs. True if the
-        frame went to detection, False if it was carried or dropped (`PixelHolding` counts them)."""
+        that the frame's recognition is over, or it was dropped. Ray 2.60 keeps an entry in the
+        owner's (the capture's) object table for good for every handle a borrower still holds when
+        the call that brought it returns (bench/borrow_leak.py): one per frame, for as long as a
+        camera runs. True if the frame went to detection, False if it was carried or dropped
+        (`PixelHolding` counts them)."""
         key = (frame.stream, frame.seq)
         self.traffic.call("scheduler.admit")
         self.traffic.puts += frame.ref is not None  # the capture's, of this frame

@@ -1,5 +1,6 @@
 """`PoolClient` against stand-in pool actors: no Ray, the event loop only."""
 import asyncio
+import time
 
 import numpy as np
 
@@ -30,12 +31,13 @@ def job(seq: int, task: str = "expression") -> RecognitionJob:
     return RecognitionJob("cam", seq, task, np.zeros((1, 5, 2), np.float32), (seq,))
 
 
-async def until(condition):
-    for _ in range(1000):
-        if condition():
-            return
+async def until(condition, deadline_s: float = 30.0):
+    """Yield to the event loop until `condition()` holds (everything here runs on it)."""
+    give_up = time.monotonic() + deadline_s
+    while not condition():
+        if time.monotonic() > give_up:
+            raise AssertionError("the condition never held")
         await asyncio.sleep(0)
-    raise AssertionError("the condition never held")
 
 
 def test_jobs_queued_behind_a_busy_actor_go_in_one_batch():
@@ -46,7 +48,7 @@ def test_jobs_queued_behind_a_busy_actor_go_in_one_batch():
         first = asyncio.create_task(client.run([job(0)]))
         await until(lambda: len(actor.calls) == 1)
         later = [asyncio.create_task(client.run([job(seq)])) for seq in (1, 2, 3)]
-        await asyncio.sleep(0)
+        await until(lambda: client.policy.queue_depth("expression") == 3)
         assert len(actor.calls) == 1  # one call in flight to an actor from here
         actor.answer(0)
         assert [r.track_ids for r in await first] == [(0,)]
@@ -70,10 +72,9 @@ def test_a_task_without_actors_answers_none_and_a_routed_away_actor_finishes_fir
         running = asyncio.create_task(client.run([job(1)]))
         await until(lambda: len(old.calls) == 1)
         rerouted = asyncio.create_task(client.route((PoolRoute("expression-2", "expression", new),)))
-        await asyncio.sleep(0)
-        assert not rerouted.done()  # the old actor's call is still in flight
         after = asyncio.create_task(client.run([job(2)]))
         await until(lambda: len(new.calls) == 1)  # new jobs go to the new actor meanwhile
+        assert not rerouted.done()  # the old actor's call is still in flight
         old.answer()
         await asyncio.wait_for(rerouted, 30)
         new.answer()
