@@ -29,6 +29,26 @@ def check_feasible(spec: PoolSpec, cluster: dict[str, float]) -> None:
                               f"{cluster.get(name, 0):g}; {hint}")
 
 
+def check_fits(specs: list[PoolSpec], cluster: dict[str, float]) -> None:
+    """Actors that each fit but together ask for more than the whole cluster has: Ray leaves the
+    last ones pending, and the run would wait out the start timeout (300 s) with no word. A
+    cluster that others use may still be short; this catches the request that can never fit."""
+    wants: dict[str, float] = {}
+    for spec in specs:
+        for name, amount in {"CPU": spec.num_cpus, "GPU": spec.num_gpus, **spec.resources}.items():
+            wants[name] = wants.get(name, 0.0) + spec.count * amount
+    for name, amount in wants.items():
+        if amount > cluster.get(name, 0) + 1e-9:
+            pools = ", ".join(f"{s.task} {s.count} x {_amount(s, name):g}" for s in specs if s.count * _amount(s, name))
+            raise ConfigError(f"the pools ask for {name}={amount:g} in all ({pools}) but the cluster has "
+                              f"{cluster.get(name, 0):g}; ask for fewer actors or less each, e.g. "
+                              f"--pool detection=2:num_cpus=0.25")
+
+
+def _amount(spec: PoolSpec, name: str) -> float:
+    return {"CPU": spec.num_cpus, "GPU": spec.num_gpus}.get(name, spec.resources.get(name, 0.0))
+
+
 class PoolManager:
     def __init__(self, config: PipelineConfig, policy: SchedulingPolicy, factory: ActorFactory):
         self.config, self.policy, self.factory = config, policy, factory
@@ -40,6 +60,7 @@ class PoolManager:
         cluster = ray.cluster_resources()
         for spec in self.specs.values():
             check_feasible(spec, cluster)
+        check_fits(list(self.specs.values()), cluster)
         await self._start([spec for spec in self.specs.values() for _ in range(spec.count)], timeout_s)
 
     async def resize(self, task: str, size: int, timeout_s: float) -> None:

@@ -253,13 +253,17 @@ def test_two_streams_at_once(local_ray, tmp_path):
                                             for p in result.videos.values())
 
 
-def test_unmeetable_pool_is_refused_not_left_pending(local_ray, tmp_path):
+@pytest.mark.parametrize("pool,refusal", [
+    (PoolSpec("identity", num_gpus=1.0), "asks for GPU=1 per actor but the cluster has 0"),
+    # each fits, all together do not: 3 x 0.5 detection + 3 x 0.5 recognition on 2 CPUs
+    (PoolSpec("detection", count=3, priority=40), r"ask for CPU=3 in all \(detection 3 x 0.5, .*\) but the cluster has 2"),
+], ids=["one-actor", "all-together"])
+def test_unmeetable_pool_is_refused_not_left_pending(local_ray, tmp_path, pool, refusal):
     from actors.pipeline import Pipeline
     from core.config import ConfigError
 
-    config = PipelineConfig(sources=(str(VIDEO / "crossing_faces.mp4"),),
-                            pools=(PoolSpec("identity", num_gpus=1.0),))
-    with pytest.raises(Exception, match="asks for GPU=1 per actor but the cluster has 0") as info:
+    config = PipelineConfig(sources=(str(VIDEO / "crossing_faces.mp4"),), pools=(pool,))
+    with pytest.raises(Exception, match=refusal) as info:
         Pipeline(config, tmp_path).start()
     assert isinstance(getattr(info.value, "cause", info.value), ConfigError)
 
