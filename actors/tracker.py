@@ -55,7 +55,7 @@ class TrackerActor:
         self._checks: set[asyncio.Task] = set()
         age_bins, gender_labels, expression_labels = labels
         self.core = StreamTracker(stream, age_bins, gender_labels, expression_labels,
-                                  config.tracker, config.fusion, config.budget, tasks=tasks,
+                                  config.tracker, config.fusion, config.stream_budget(), tasks=tasks,
                                   alarm_cooldown_s=config.alarm_cooldown_s,
                                   enrol_after=config.enrol_after if config.enrol_unknown and gallery else None,
                                   names_faces=gallery is not None, motion=config.motion, need=config.need)

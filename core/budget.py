@@ -1,6 +1,7 @@
 """Per-track recognition budget: which recognition task to run on which visible track now.
 
-Model time goes where it changes the answer: expression every frame it can be afforded; age and
+Model time goes where it changes the answer: expression every frame, or at an interval that the
+tracks of a stream run in step (one pool call for all their faces); age and
 gender until the track's fused estimate has converged, then a slow refresh; identity (by far the
 dearest) when a track is confirmed, when its face has grown clearly larger than at its last
 identity run (a bigger face gives a better embedding), and on a slow refresh.
@@ -27,15 +28,19 @@ class JobReason(StrEnum):
     GREW = "grew"
     DUE = "due"
     REFRESH = "refresh"
+    # past half its interval: runs only beside a job of the same task that is due, so tracks that
+    # started apart come into step and share one pool call rather than one each frame
+    ALONG = "along"
 
 
-_URGENCY = {JobReason.NEW: 0, JobReason.GREW: 1, JobReason.DUE: 2, JobReason.REFRESH: 2}
+_URGENCY = {JobReason.NEW: 0, JobReason.GREW: 1, JobReason.DUE: 2, JobReason.REFRESH: 2, JobReason.ALONG: 3}
 
 
 @dataclass(frozen=True, slots=True)
 class BudgetConfig:
-    # 0: every frame
-    expression_interval_s: float = 0.0
+    # 0: every frame. None: every frame in lossless mode, LIVE_EXPRESSION_INTERVAL_S live
+    # (`PipelineConfig.stream_budget`)
+    expression_interval_s: float | None = None
     age_gender_interval_s: float = 0.0
     age_gender_refresh_s: float = 2.0
     identity_refresh_s: float = 5.0
@@ -101,6 +106,9 @@ class RecognitionBudget:
                 # within a reason, longest waiting first (for NEW: the oldest track)
                 urgency = (_URGENCY[reason], -since, track.track_id)
                 wanted[task].append((urgency, Job(track.track_id, task, reason, t)))
+        for task, candidates in wanted.items():
+            if all(job.reason is JobReason.ALONG for _, job in candidates):
+                candidates.clear()
         chosen: list[Job] = []
         areas = {track.track_id: track.area for track in tracks}
         for task, candidates in wanted.items():
@@ -126,14 +134,20 @@ class RecognitionBudget:
             return JobReason.NEW
         since = t - last
         if task is Task.EXPRESSION:
-            return JobReason.DUE if since >= cfg.expression_interval_s else None
+            return _by_interval(since, cfg.expression_interval_s or 0.0)
         if task is Task.AGE_GENDER:
             if track.age_gender_converged:
                 return JobReason.REFRESH if since >= cfg.age_gender_refresh_s else None
-            return JobReason.DUE if since >= cfg.age_gender_interval_s else None
+            return _by_interval(since, cfg.age_gender_interval_s)
         if track.area >= cfg.identity_growth * record.identity_area:
             return JobReason.GREW
         if not track.identified:
             # a face that enters at the border or turned away often matches nobody at first
             return JobReason.DUE if since >= cfg.identity_unknown_refresh_s else None
         return JobReason.REFRESH if since >= cfg.identity_refresh_s else None
+
+
+def _by_interval(since: float, interval: float) -> JobReason | None:
+    if since >= interval:
+        return JobReason.DUE
+    return JobReason.ALONG if since >= interval / 2 else None

@@ -18,6 +18,10 @@ TASKS = ("detection", "expression", "age_gender", "identity")
 DEFAULT_PRIORITY = {"detection": 40, "expression": 30, "age_gender": 20, "identity": 10}
 # the tasks whose default models have a GPU build (expression runs on LiteRT, identity on dlib: CPU)
 GPU_TASKS = ("detection", "age_gender")
+# live: the shortest time between a track's expression runs: every second detected frame of a
+# 25 fps camera, with room for its clock's jitter; the tracks of a stream are brought into step
+# so they share one pool call (core/budget.py, JobReason.ALONG). Lossless runs it every frame
+LIVE_EXPRESSION_INTERVAL_S = 0.07
 
 
 def default_detector_model() -> str:
@@ -95,6 +99,13 @@ class PipelineConfig:
     enrol_after: int = 3  # identity results without a match before a track is enrolled
     alarm_cooldown_s: float = 30.0  # a watched person raises at most one alarm per this, per stream
 
+    def stream_budget(self) -> BudgetConfig:
+        """The budget a stream's tracker plans with: an unset expression interval is every frame in
+        lossless mode (a file's labels), LIVE_EXPRESSION_INTERVAL_S live."""
+        if self.budget.expression_interval_s is not None:
+            return self.budget
+        return replace(self.budget, expression_interval_s=LIVE_EXPRESSION_INTERVAL_S if self.mode == "live" else 0.0)
+
     def in_flight_limit(self) -> int:
         return self.max_in_flight or (8 if self.mode == "live" else 16)
 
@@ -139,7 +150,7 @@ def _default(f):
 
 
 # fields whose default is None, and the type a value must have
-_OPTIONAL_TYPES = {"max_in_flight": int, "batch_size": int, "realtime": bool, "duration": float, "model": str, "models_file": str, "gallery": str}
+_OPTIONAL_TYPES = {"max_in_flight": int, "batch_size": int, "realtime": bool, "duration": float, "expression_interval_s": float, "model": str, "models_file": str, "gallery": str}
 
 
 def _checked(key: str, value, default, where: str):

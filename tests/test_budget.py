@@ -103,3 +103,32 @@ def test_forgotten_tracks_start_from_scratch():
     budget.forget([1])
     # a forgotten id starts from scratch should it ever be seen again
     assert tasks_of(budget.plan(1.0, [seen(1)]), 1) == set(Task)
+
+
+def expression_frames(budget: RecognitionBudget, tracks_from: dict[int, int], frames: int) -> list[list[int]]:
+    """Per frame, the tracks given expression; `tracks_from`: track -> first frame it is seen."""
+    return [tasks_by_track(budget.plan(f / FPS, [seen(t) for t, first in tracks_from.items() if f >= first]),
+                           Task.EXPRESSION) for f in range(frames)]
+
+
+def test_an_expression_interval_runs_every_second_frame():
+    runs = expression_frames(RecognitionBudget(BudgetConfig(expression_interval_s=0.07)), {1: 0}, 20)
+    assert [bool(r) for r in runs] == [f % 2 == 0 for f in range(20)]
+
+
+def test_tracks_that_start_apart_come_into_step_and_share_calls():
+    # without riding along, a track seen one frame later would take every other frame: a pool
+    # call each frame for two faces
+    runs = expression_frames(RecognitionBudget(BudgetConfig(expression_interval_s=0.07)), {1: 0, 2: 1}, 21)
+    assert runs[0] == [1]
+    # the new track is served on its first frame, and the first rides along with it
+    assert runs[1:] == [[1, 2] if f % 2 else [] for f in range(1, 21)]
+
+
+def test_the_live_default_interval_applies_in_live_mode_only():
+    from core.config import LIVE_EXPRESSION_INTERVAL_S, PipelineConfig
+
+    assert PipelineConfig(mode="live").stream_budget().expression_interval_s == LIVE_EXPRESSION_INTERVAL_S
+    assert PipelineConfig(mode="lossless").stream_budget().expression_interval_s == 0.0
+    chosen = PipelineConfig(mode="live", budget=BudgetConfig(expression_interval_s=0.0))
+    assert chosen.stream_budget().expression_interval_s == 0.0
