@@ -20,8 +20,7 @@ ActorFactory = Callable[[PoolSpec, PipelineConfig, str], Any]
 
 def check_feasible(spec: PoolSpec, cluster: dict[str, float]) -> None:
     """An actor asking for what no node has stays pending forever in Ray: refuse it up front."""
-    wants = {"CPU": spec.num_cpus, "GPU": spec.num_gpus, **spec.resources}
-    for name, amount in wants.items():
+    for name, amount in _asks(spec).items():
         if amount > 0 and cluster.get(name, 0) < amount:
             hint = ("run without --gpu, or on a machine with a GPU" if name == "GPU" else
                     f"start a node with `ray start --address=HEAD:6379 --resources='{{\"{name}\": N}}'`")
@@ -33,20 +32,19 @@ def check_fits(specs: list[PoolSpec], cluster: dict[str, float]) -> None:
     """Actors that each fit but together ask for more than the whole cluster has: Ray leaves the
     last ones pending, and the run would wait out the start timeout (300 s) with no word. A
     cluster that others use may still be short; this catches the request that can never fit."""
-    wants: dict[str, float] = {}
-    for spec in specs:
-        for name, amount in {"CPU": spec.num_cpus, "GPU": spec.num_gpus, **spec.resources}.items():
-            wants[name] = wants.get(name, 0.0) + spec.count * amount
-    for name, amount in wants.items():
+    for name in {name for spec in specs for name in _asks(spec)}:
+        shares = [(spec, _asks(spec).get(name, 0.0)) for spec in specs]
+        amount = sum(spec.count * each for spec, each in shares)
         if amount > cluster.get(name, 0) + 1e-9:
-            pools = ", ".join(f"{s.task} {s.count} x {_amount(s, name):g}" for s in specs if s.count * _amount(s, name))
+            pools = ", ".join(f"{spec.task} {spec.count} x {each:g}" for spec, each in shares if spec.count * each)
+            hint = ", e.g. --pool detection=2:num_cpus=0.25" if name == "CPU" else ""
             raise ConfigError(f"the pools ask for {name}={amount:g} in all ({pools}) but the cluster has "
-                              f"{cluster.get(name, 0):g}; ask for fewer actors or less each, e.g. "
-                              f"--pool detection=2:num_cpus=0.25")
+                              f"{cluster.get(name, 0):g}; ask for fewer actors or less each{hint}")
 
 
-def _amount(spec: PoolSpec, name: str) -> float:
-    return {"CPU": spec.num_cpus, "GPU": spec.num_gpus}.get(name, spec.resources.get(name, 0.0))
+def _asks(spec: PoolSpec) -> dict[str, float]:
+    """What one actor of the pool asks Ray for."""
+    return {"CPU": spec.num_cpus, "GPU": spec.num_gpus, **spec.resources}
 
 
 class PoolManager:
