@@ -106,12 +106,11 @@ class RecognitionBudget:
                 # within a reason, longest waiting first (for NEW: the oldest track)
                 urgency = (_URGENCY[reason], -since, track.track_id)
                 wanted[task].append((urgency, Job(track.track_id, task, reason, t)))
-        for task, candidates in wanted.items():
-            if all(job.reason is JobReason.ALONG for _, job in candidates):
-                candidates.clear()
         chosen: list[Job] = []
         areas = {track.track_id: track.area for track in tracks}
         for task, candidates in wanted.items():
+            if all(job.reason is JobReason.ALONG for _, job in candidates):
+                continue  # nothing of this task is due for them to ride along with
             candidates.sort(key=lambda c: c[0])
             limit = len(candidates) if capacity is None else capacity.get(task, len(candidates))
             for _, job in candidates[:limit]:
