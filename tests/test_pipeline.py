@@ -192,11 +192,28 @@ def on_a_true_face(seq: int, box) -> bool:
     return max((iou(box, gt) for _, gt in _crossing_truth().get(seq + 1, [])), default=0.0) >= 0.5
 
 
-def test_live_carries_tracked_boxes_over_frames_it_cannot_detect(local_ray, tmp_path):
+def _camera_fps_past_the_detector(registry) -> float:
+    """A camera rate at which this machine's detector takes about one frame in three: a constant
+    100 fps meant one in ten on a 2-core box where CenterFace takes 87 ms, and faces that move ten
+    frames between detections are more than a track's prediction is meant to bridge."""
+    import time
+
+    from models.analyzer import FaceDetectionStage
+
+    stage = FaceDetectionStage(registry, ())
+    video = cv2.VideoCapture(str(VIDEO / "crossing_faces.mp4"))
+    images = [video.read()[1] for _ in range(6)]
+    stage.find(images[:1])
+    began = time.process_time()
+    for image in images[1:]:
+        stage.find([image])
+    return min(100.0, max(25.0, 3 * len(images[1:]) / (time.process_time() - began)))
+
+
+def test_live_carries_tracked_boxes_over_frames_it_cannot_detect(local_ray, tmp_path, registry):
     """A camera faster than the detector: the frames it cannot take are still shown, with each
-    track's predicted box, and those boxes are where the faces are. The sample's frames at 100 fps:
-    this machine's pipeline keeps up with 25."""
-    clip = cut_clip(tmp_path / "clip.mp4", 150, fps=100)
+    track's predicted box, and those boxes are where the faces are."""
+    clip = cut_clip(tmp_path / "clip.mp4", 150, fps=_camera_fps_past_the_detector(registry))
     config = PipelineConfig(sources=(clip,), mode="live", realtime=True)
     result = run(config, tmp_path / "out")
     s = result.summary
@@ -225,7 +242,9 @@ def test_live_without_video_puts_only_the_frames_it_detects(local_ray, tmp_path)
     frames = [e for e in read_events(tmp_path / "out" / "events.msgpack") if e["type"] == "frame"]
     found = [(e["seq"], f["box"]) for e in frames for f in e["faces"] if not f.get("predicted")]
     hits = [on_a_true_face(seq, box) for seq, box in found]
-    assert len(found) > 100 and sum(hits) >= 0.9 * len(hits), f"{sum(hits)} of {len(hits)} detected boxes on a true face"
+    # how many frames get detected is the machine's speed (39-57 boxes on a 2-core box where
+    # CenterFace takes 87 ms a frame): 20 are enough for the share to mean something
+    assert len(found) >= 20 and sum(hits) >= 0.9 * len(hits), f"{sum(hits)} of {len(hits)} detected boxes on a true face"
     assert held["scheduler frames"] == 0 and held["scheduler entries"] < 30 and held["capture entries"] < 30
 
 
