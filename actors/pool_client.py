@@ -30,12 +30,15 @@ class PoolClient:
         self.gallery_synced = bool(config.gallery or config.enrol_unknown)
         self.traffic = traffic
         self.calls: list[PoolCall] = []  # made since the last report
+        self.waiting: frozenset[str] = frozenset()  # tasks whose jobs wait with no actor (route)
         self._in_flight: dict[str, set[asyncio.Task]] = {}  # worker id -> its calls from here
         self._wake = WakeTimer(self._pump)
 
-    async def route(self, routes: tuple[PoolRoute, ...]) -> None:
+    async def route(self, routes: tuple[PoolRoute, ...], waiting: frozenset[str] = frozenset()) -> None:
         """Send jobs to these actors from now on; returns once no call to an actor left out is in
-        flight, so the scheduler may stop it."""
+        flight, so the scheduler may stop it. A task in `waiting` has no actor for a moment (its
+        model is swapped in place): its jobs wait for the new ones instead of being answered None."""
+        self.waiting = waiting
         kept = {r.worker_id for r in routes}
         for worker_id in [w for w in self.policy.workers if w not in kept]:
             self.policy.remove_worker(worker_id)
@@ -53,7 +56,7 @@ class PoolClient:
         futures = []
         for job in jobs:
             futures.append(loop.create_future())
-            if not any(w.task == job.task for w in self.policy.workers.values()):
+            if job.task not in self.waiting and not any(w.task == job.task for w in self.policy.workers.values()):
                 futures[-1].set_result(None)
                 continue
             self.policy.push(WorkItem(job.task, job.stream, job.seq, time.monotonic(), (job, futures[-1])))

@@ -84,9 +84,9 @@ class TrackerActor:
         self.pools = PoolClient(config, self.traffic)
 
     # async methods: they run on the actor's event loop, where the recognition tasks live
-    async def route(self, routes: tuple[PoolRoute, ...]) -> None:
+    async def route(self, routes: tuple[PoolRoute, ...], waiting: frozenset[str] = frozenset()) -> None:
         """The recognition actors to send jobs to (the scheduler's, on start and when pools change)."""
-        await self.pools.route(routes)
+        await self.pools.route(routes, waiting)
 
     async def on_detections(self, frame: FrameRef, faces: FaceBoxes) -> DoneReport | None:
         """Answers once the frame's recognition jobs are answered, with the news since the last report."""

@@ -296,8 +296,6 @@ class ViewActor:
                 raise _bad("detector_threshold must be a number between 0 and 1")
             threshold = float(threshold)
             what = f"detector threshold → {threshold:g}"
-        # the new pool starts beside the old one before it drains
-        self._need_room(task, max(1, self.pools.get(task, 0)))
         response = await self._change(what, self.scheduler.swap_model.remote(task, model, threshold))
         if response.status == 200:
             if model is not None:

@@ -4,7 +4,7 @@ policy only once it answers, and grows, shrinks or swaps a pool while frames flo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from itertools import count
 from typing import Any
@@ -69,13 +69,40 @@ class PoolManager:
         for worker in live[size:]:
             self.retire(worker)
 
-    async def swap(self, task: str, model: str | None, timeout_s: float) -> None:
-        """The new pool starts and takes over; the old one drains."""
-        self.specs[task] = replace(self.specs[task], model=model or self.specs[task].model)
-        old = self.workers(task)
-        await self._start([self.specs[task]] * max(1, len(old)), timeout_s)
-        for worker in old:
-            self.retire(worker)
+    async def swap(self, task: str, timeout_s: float, reroute: Callable[[], Awaitable[None]],
+                   model: str | None = None, config: PipelineConfig | None = None) -> None:
+        """The new pool starts beside the old one and takes over; the old one drains. Where the
+        cluster has no room for both (the default pools fill a 2-core box), the old actors retire
+        first (`reroute` sends the trackers' jobs away from them) and the new ones start in the
+        CPUs they free: the task pauses for a model load (live frames are carried or go stale,
+        lossless ones wait) instead of the start waiting out its timeout for CPUs that never free.
+        `config`: the one the new actors start with (a new detector threshold). A new model that
+        fails to start leaves the old one running, started again where it had retired."""
+        spec = replace(self.specs[task], model=model or self.specs[task].model)
+        old, previous = self.workers(task), self.config
+        beside = self._free_for(spec, max(1, len(old)))
+        if not beside:
+            for worker in old:
+                self.retire(worker)
+            await reroute()
+        self.config = config or previous
+        try:
+            await self._start([spec] * max(1, len(old)), timeout_s)
+        except ConfigError:
+            self.config = previous
+            if not beside:
+                await self._start([self.specs[task]] * len(old), timeout_s)
+            raise
+        self.specs[task] = spec
+        if beside:
+            for worker in old:
+                self.retire(worker)
+
+    @staticmethod
+    def _free_for(spec: PoolSpec, actors: int) -> bool:
+        """The cluster has free now what `actors` more of the pool's actors ask for."""
+        free = ray.available_resources()
+        return all(free.get(name, 0) + 1e-9 >= actors * amount for name, amount in _asks(spec).items() if amount > 0)
 
     async def _start(self, specs: list[PoolSpec], timeout_s: float) -> None:
         """Start actors and register those that answer within `timeout_s` (with the devices their

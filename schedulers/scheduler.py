@@ -87,12 +87,13 @@ class PriorityScheduler:
     async def swap_model(self, task: str, model: str | None = None, detector_threshold: float | None = None) -> dict[str, int]:
         """Replace a task's actors with ones running another model (or detector threshold): no
         frame is lost or counted twice."""
-        if detector_threshold is not None:
-            self.config = replace(self.config, detector_threshold=detector_threshold)
-            self.pools.config = self.config
-        await self.pools.swap(task, model, 300.0)
-        await self._route()
-        self._pump()
+        config = self.config if detector_threshold is None else replace(self.config, detector_threshold=detector_threshold)
+        try:
+            await self.pools.swap(task, 300.0, lambda: self._route(frozenset({task})), model, config)
+            self.config = config
+        finally:
+            await self._route()
+            self._pump()
         return self.pool_sizes()
 
     def pool_sizes(self) -> dict[str, int]:
@@ -128,12 +129,12 @@ class PriorityScheduler:
         return tuple(PoolRoute(w.worker_id, w.task, w.handle) for task in self.pools.specs if task != "detection"
                      for w in self.pools.workers(task))
 
-    async def _route(self) -> None:
+    async def _route(self, waiting: frozenset[str] = frozenset()) -> None:
         """Every tracker sends its jobs to the recognition actors there are now; retired ones stop
-        once no tracker's call to them is in flight."""
+        once no tracker's call to them is in flight. Jobs of `waiting` tasks wait for actors to come."""
         routes = self._routes()
         self.traffic.calls["tracker.route"] += len(self.trackers)
-        await asyncio.gather(*[tracker.route.remote(routes) for tracker in self.trackers.values()])
+        await asyncio.gather(*[tracker.route.remote(routes, waiting) for tracker in self.trackers.values()])
         self.pools.release_retired()
 
     def _for_tracker(self, frame: FrameRef, call: str) -> FrameRef:

@@ -287,6 +287,45 @@ def test_unmeetable_pool_is_refused_not_left_pending(local_ray, tmp_path, pool, 
     assert isinstance(getattr(info.value, "cause", info.value), ConfigError)
 
 
+def test_a_swap_with_no_room_beside_replaces_the_actors_in_place(local_ray, tmp_path):
+    """The default pools fill the test's 2 CPUs, so no new actor can start beside an old one: a
+    swap retires the old actors first and starts the new ones in the CPUs they free (before, it
+    waited out the 300 s start timeout), a model that fails to load brings the old one back, and a
+    lossless run loses neither a frame nor a face's expression while a pool has no actor."""
+    import threading
+    import time
+
+    from actors.pipeline import Pipeline
+
+    clip = cut_clip(tmp_path / "clip.mp4", 80, start=40)
+    pipeline = Pipeline(PipelineConfig(sources=(clip,), mode="lossless"), tmp_path / "out")
+    pipeline.start()
+    assert ray.available_resources().get("CPU", 0) < 0.5, "the default pools should fill the 2 CPUs"
+    other = next(m for m in ("centerface", "centerface-int8") if m != PipelineConfig().detector_model)
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault("r", pipeline.run()))
+    runner.start()
+    deadline = time.monotonic() + 120
+    while ray.get(pipeline.scheduler.summary.remote()).processed < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # a model that cannot load is refused, and the actors it was to replace run again
+    with pytest.raises(ray.exceptions.RayTaskError, match="no model named 'nosuch'"):
+        ray.get(pipeline.scheduler.swap_model.remote("detection", "nosuch"), timeout=200)
+    assert ray.get(pipeline.scheduler.pool_sizes.remote())["detection"] == 1
+    for task, model in (("detection", other), ("expression", None)):
+        assert ray.get(pipeline.scheduler.swap_model.remote(task, model), timeout=200)[task] == 1
+    runner.join(300)
+    assert not runner.is_alive(), "the run did not end within 300 s of the swaps"
+    s = result["r"].summary
+    assert (s.captured, s.processed, s.dropped) == (80, 80, {})
+    assert set(s.devices["detection"]) == {other, "dlib-5pt"}
+    # lossless: each frame with a confirmed track's face gets its expression job (one per frame),
+    # those that came while the pool had no actor too
+    frames = [e for e in read_events(tmp_path / "out" / "events.msgpack") if e["type"] == "frame"]
+    confirmed = sum(any(face["track_id"] >= 0 for face in e["faces"]) for e in frames)
+    assert confirmed > 40 and s.stages["expression"].count == confirmed
+
+
 def test_demo_cli_writes_summary(local_ray, tmp_path):
     from launch.demo import main
 

@@ -81,3 +81,23 @@ def test_a_task_without_actors_answers_none_and_a_routed_away_actor_finishes_fir
         assert [(await t)[0].track_ids for t in (running, after)] == [(1,), (2,)]
 
     asyncio.run(scenario())
+
+
+def test_jobs_of_a_task_swapped_in_place_wait_for_its_new_actor():
+    """While a model is swapped in place its task has no actor: its jobs wait for the new one
+    (lossless loses no result); another task without actors still answers None at once."""
+    async def scenario():
+        old, new = StandIn(), StandIn()
+        client = PoolClient(PipelineConfig(mode="lossless"), TrafficCounter())
+        await client.route((PoolRoute("expression-1", "expression", old),))
+        await client.route((), waiting=frozenset({"expression"}))
+        waiting = asyncio.create_task(client.run([job(0)]))
+        assert await client.run([job(1, "identity")]) == [None]
+        await until(lambda: client.policy.queue_depth("expression") == 1)
+        await client.route((PoolRoute("expression-2", "expression", new),))
+        await until(lambda: len(new.calls) == 1)
+        new.answer()
+        assert [r.track_ids for r in await waiting] == [(0,)]
+        assert old.calls == []
+
+    asyncio.run(scenario())
