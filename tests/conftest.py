@@ -34,6 +34,17 @@ def cut_clip(dst, frames: int, start: int = 0, src=None, fps: float = 25) -> str
     return str(dst)
 
 
+def wait_for_processed(scheduler, count: int, deadline_s: float = 120.0) -> None:
+    """Until the run's scheduler has processed `count` frames, or `deadline_s` has passed."""
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + deadline_s
+    while ray.get(scheduler.summary.remote()).processed < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def pytest_sessionfinish(session, exitstatus):
     session.config.stash[_EXIT_STATUS] = int(exitstatus)
 

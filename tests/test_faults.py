@@ -8,7 +8,7 @@ import pytest
 
 from core.config import PipelineConfig
 from core.events import read_events
-from tests.conftest import cut_clip
+from tests.conftest import cut_clip, wait_for_processed
 
 pytestmark = pytest.mark.ray
 
@@ -24,9 +24,7 @@ def _run_and_kill(config, out, kill_after: int, tasks=("detection", "identity"))
     result = {}
     runner = threading.Thread(target=lambda: result.setdefault("r", pipeline.run()))
     runner.start()
-    deadline = time.monotonic() + 120
-    while ray.get(pipeline.scheduler.summary.remote()).processed < kill_after and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_processed(pipeline.scheduler, kill_after)
     for task in tasks:
         os.kill(places[task][0][1], signal.SIGKILL)
     killed_at = time.monotonic()

@@ -10,7 +10,7 @@ import ray
 from core.config import PipelineConfig, PoolSpec
 from core.events import read_events
 from core.trackscore import load_mot_gt
-from tests.conftest import VIDEO, cut_clip, iou
+from tests.conftest import VIDEO, cut_clip, iou, wait_for_processed
 
 pytestmark = pytest.mark.ray
 
@@ -293,7 +293,6 @@ def test_a_swap_with_no_room_beside_replaces_the_actors_in_place(local_ray, tmp_
     waited out the 300 s start timeout), a model that fails to load brings the old one back, and a
     lossless run loses neither a frame nor a face's expression while a pool has no actor."""
     import threading
-    import time
 
     from actors.pipeline import Pipeline
 
@@ -305,9 +304,7 @@ def test_a_swap_with_no_room_beside_replaces_the_actors_in_place(local_ray, tmp_
     result = {}
     runner = threading.Thread(target=lambda: result.setdefault("r", pipeline.run()))
     runner.start()
-    deadline = time.monotonic() + 120
-    while ray.get(pipeline.scheduler.summary.remote()).processed < 10 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_processed(pipeline.scheduler, 10)
     # a model that cannot load is refused, and the actors it was to replace run again
     with pytest.raises(ray.exceptions.RayTaskError, match="no model named 'nosuch'"):
         ray.get(pipeline.scheduler.swap_model.remote("detection", "nosuch"), timeout=200)
